@@ -1,0 +1,170 @@
+"""The configuration of one training run, with dotted overrides and a stable hash."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import typing
+from typing import Any
+
+from nelib import presets
+from nelib.methods import method_overrides
+from nelib.review import ReviewConfig
+from nelib.td3 import SparsityConfig, TD3Config
+from nelib.topology import TopologyConfig
+
+# Fields that change how a run executes, not what it computes: left out of the hash.
+NOT_HASHED = ("device", "threads", "checkpoint_every", "progress")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything that defines one run. Build it with :func:`make_config`."""
+
+    task: str = "HalfCheetah-v5"
+    """Gymnasium MuJoCo task id (e.g. ``HalfCheetah-v5``)."""
+    method: str = "td3"
+    """Method name from :data:`nelib.methods.METHODS`; it sets the fields below it overrides."""
+    seed: int = 0
+    """Seed of networks, exploration, replay sampling and the training env (eval env: seed + 100)."""
+    preset: str = presets.DEFAULT
+    """Preset the scale fields came from; also the results-store folder."""
+    steps: int = 100_000
+    """Environment steps of the run."""
+    start_steps: int = 25_000
+    """Uniform-random action steps before the policy acts and training starts."""
+    eval_every: int = 5_000
+    """Environment steps between evaluations."""
+    eval_episodes: int = 10
+    """Deterministic episodes per evaluation."""
+    buffer_size: int = 1_000_000
+    """Replay capacity (allocated as min(buffer_size, steps))."""
+    metrics_batch: int = 1024
+    """Replay samples on which plasticity metrics are measured at each evaluation."""
+    agent: TD3Config = dataclasses.field(default_factory=TD3Config)
+    """TD3 hyper-parameters."""
+    sparsity: SparsityConfig = dataclasses.field(default_factory=SparsityConfig)
+    """Initial sparsity (ERK)."""
+    expansion: bool = False
+    """Neuroplastic Expansion: topology updates (growth + dormant pruning) and experience review."""
+    topology: TopologyConfig = dataclasses.field(default_factory=TopologyConfig)
+    """NE's growth and pruning (used when ``expansion``)."""
+    review: ReviewConfig = dataclasses.field(default_factory=ReviewConfig)
+    """NE's experience review (used when ``expansion``)."""
+    checkpoint_every: int = 10_000
+    """Environment steps between resumable checkpoints (0: none); taken at the next episode end."""
+    device: str = "auto"
+    """``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:1``..."""
+    threads: int = 0
+    """torch CPU threads (0: torch's default)."""
+    progress: bool = True
+    """Show a progress bar."""
+
+    def __post_init__(self):
+        for name in ("steps", "eval_every", "eval_episodes", "buffer_size", "metrics_batch"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.start_steps < 0 or self.checkpoint_every < 0 or self.threads < 0:
+            raise ValueError("start_steps, checkpoint_every and threads must be >= 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def hash(self) -> str:
+        """Short stable hash of every field that affects results."""
+        d = {k: v for k, v in self.to_dict().items() if k not in NOT_HASHED}
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def fields(cls=TrainConfig, prefix: str = "") -> dict[str, tuple[type, str]]:
+    """Every leaf field as ``dotted name -> (type, docstring)``, nested dataclasses flattened."""
+    out: dict[str, tuple[type, str]] = {}
+    hints = typing.get_type_hints(cls)
+    docs = _field_docs(cls)
+    for f in dataclasses.fields(cls):
+        t = hints[f.name]
+        if dataclasses.is_dataclass(t):
+            out.update(fields(t, f"{prefix}{f.name}."))
+        else:
+            out[f"{prefix}{f.name}"] = (t, docs.get(f.name, ""))
+    return out
+
+
+def _field_docs(cls) -> dict[str, str]:
+    """The string literal under each field of a dataclass (its docstring), read from the source."""
+    import ast
+    import inspect
+    import textwrap
+
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError):
+        return {}
+    body = tree.body[0].body
+    docs = {}
+    for a, b in zip(body, body[1:], strict=False):
+        if isinstance(a, ast.AnnAssign) and isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant):
+            docs[a.target.id] = " ".join(str(b.value.value).split())
+    return docs
+
+
+def _convert(value: Any, t: type, key: str) -> Any:
+    if not isinstance(value, str):
+        return value
+    try:
+        if t is bool:
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        return t(value)
+    except ValueError:
+        raise ValueError(f"bad value {value!r} for {key} (expected {t.__name__})") from None
+
+
+def apply_overrides(cfg: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
+    """A copy of ``cfg`` with dotted-key ``overrides`` applied; unknown keys raise a clear error."""
+    known = fields()
+    d = cfg.to_dict()
+    for key, value in overrides.items():
+        if key not in known:
+            close = [k for k in known if k.split(".")[-1] == key.split(".")[-1]]
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise ValueError(f"unknown config field {key!r}{hint}")
+        node = d
+        *path, leaf = key.split(".")
+        for p in path:
+            node = node[p]
+        node[leaf] = _convert(value, known[key][0], key)
+    return from_dict(d)
+
+
+def from_dict(d: dict[str, Any], cls=TrainConfig):
+    """Build a (nested) config dataclass from a plain dict, rejecting unknown fields."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(d) - names
+    if unknown:
+        raise ValueError(f"unknown config field(s) for {cls.__name__}: {', '.join(sorted(unknown))}")
+    kwargs = {}
+    for k, v in d.items():
+        t = hints[k]
+        kwargs[k] = from_dict(v, t) if dataclasses.is_dataclass(t) and isinstance(v, dict) else v
+    return cls(**kwargs)
+
+
+def make_config(task: str = "HalfCheetah-v5", method: str = "td3", seed: int = 0,
+                preset: str = presets.DEFAULT, **overrides: Any) -> TrainConfig:
+    """The config of a run: defaults, then the preset's scale, then the method, then ``overrides``.
+
+    ``overrides`` use dotted names with ``__`` or ``.`` as separator, e.g. ``agent__lr=1e-3`` or
+    ``**{"topology.growth.rate": 0.01}``.
+    """
+    p = presets.get(preset)
+    scale = {"steps": p.steps, "start_steps": p.start_steps, "eval_every": p.eval_every,
+             "eval_episodes": p.eval_episodes, "checkpoint_every": p.checkpoint_every}
+    base = TrainConfig(task=task, method=method, seed=seed, preset=preset)
+    user = {k.replace("__", "."): v for k, v in overrides.items()}
+    return apply_overrides(base, {**scale, **method_overrides(method), **user})

@@ -1,0 +1,22 @@
+"""Environment construction for state-based MuJoCo tasks (gymnasium v5 API)."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+
+
+def check_task(task: str) -> None:
+    """Raise a one-line ``ValueError`` if ``task`` is not a registered gymnasium environment."""
+    if task not in gym.registry:
+        mujoco = sorted(k for k, v in gym.registry.items()
+                        if isinstance(v.entry_point, str) and "mujoco" in v.entry_point and k.endswith("-v5"))
+        raise ValueError(f"unknown task {task!r}; MuJoCo v5 tasks: {', '.join(mujoco)}")
+
+
+def make_env(task: str) -> gym.Env:
+    """A gymnasium env for ``task`` (seed it through ``reset(seed=...)``)."""
+    check_task(task)
+    env = gym.make(task)
+    if not isinstance(env.action_space, gym.spaces.Box):
+        raise ValueError(f"task {task!r} has a non-continuous action space; TD3 needs a Box")
+    return env

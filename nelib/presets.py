@@ -1,0 +1,63 @@
+"""Experiment scales, defined once and used by the CLI, the notebooks and the Makefile.
+
+A preset says how long runs are and how many tasks and seeds an experiment covers. ``ci`` is for tests
+(minutes in total), ``laptop`` is the default of ``make figures`` (hours on a 2-core CPU), ``paper`` is the
+paper's protocol (a GPU box or a cluster).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """Scale of an experiment."""
+
+    name: str
+    """Name used on the command line (``PRESET=...``)."""
+    steps: int
+    """Environment steps per run."""
+    start_steps: int
+    """Uniform-random exploration steps before the policy acts (TD3's ``start_timesteps``)."""
+    eval_every: int
+    """Environment steps between evaluations."""
+    eval_episodes: int
+    """Deterministic episodes per evaluation."""
+    tasks: tuple[str, ...]
+    """MuJoCo tasks of the benchmark experiments."""
+    seeds: tuple[int, ...]
+    """Seeds of the benchmark experiments; seeds, never episodes, are the statistical unit."""
+    checkpoint_every: int
+    """Environment steps between resumable checkpoints (0: never)."""
+
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in (
+        Preset("ci", steps=3_000, start_steps=1_000, eval_every=1_000, eval_episodes=2,
+               tasks=("HalfCheetah-v5",), seeds=(0,), checkpoint_every=0),
+        Preset("laptop", steps=100_000, start_steps=25_000, eval_every=5_000, eval_episodes=10,
+               tasks=("HalfCheetah-v5", "Walker2d-v5"), seeds=(0, 1, 2), checkpoint_every=10_000),
+        Preset("paper", steps=1_000_000, start_steps=25_000, eval_every=5_000, eval_episodes=10,
+               tasks=("HalfCheetah-v5", "Walker2d-v5", "Hopper-v5", "Ant-v5", "Humanoid-v5"),
+               seeds=tuple(range(7)), checkpoint_every=50_000),
+    )
+}
+DEFAULT = "laptop"
+
+
+def get(name: str) -> Preset:
+    """Return the preset called ``name``; a clear error names the known ones."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; known presets: {', '.join(PRESETS)}") from None
+
+
+if __name__ == "__main__":  # `python -m nelib.presets NAME`: exit 1 with one line if NAME is unknown
+    try:
+        print(get(sys.argv[1] if len(sys.argv) > 1 else DEFAULT).name)
+    except ValueError as e:
+        sys.exit(f"error: {e}")

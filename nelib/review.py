@@ -1,0 +1,96 @@
+"""Experience review: when plasticity gains plateau, replay more of the early experience.
+
+NE's third mechanism (neuron consolidation). The trigger watches the dormant ratio measured at each
+topology update; its *fluctuation rate* ``|d_t - d_(t-1)|`` (per update window, exponentially smoothed)
+falling below ``threshold`` means the network has stopped changing, and review turns on: a fraction of
+each batch is then drawn from the oldest part of the replay buffer. The official code's variant gates
+on the critic's FAU instead (``trigger='fau'``), so both can be compared.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+TRIGGERS = ("fluctuation", "fau", "never", "always")
+
+
+@dataclasses.dataclass
+class ReviewConfig:
+    """When and how NE reviews early experience."""
+
+    trigger: str = "fluctuation"
+    """``fluctuation`` (paper), ``fau`` (official code), ``never`` or ``always``."""
+    threshold: float = 1e-3
+    """Review is on while the smoothed fluctuation rate of the dormant ratio is below this."""
+    smoothing: float = 0.9
+    """EMA coefficient of the fluctuation rate (0: no smoothing)."""
+    warmup: int = 20
+    """Measurements (topology updates) before the fluctuation trigger may fire."""
+    tau: float = 0.1
+    """ReDo threshold of the critic's dormant ratio that the trigger watches."""
+    fau_threshold: float = 0.4
+    """``fau`` trigger: review while the critic's FAU is below this (official code: 0.4)."""
+    early_fraction: float = 0.3
+    """The "early" window: the oldest fraction of the transitions in the buffer (official: 30%)."""
+    batch_fraction: float = 0.5
+    """Share of each batch drawn from the early window while review is on (official: about half)."""
+
+    def __post_init__(self):
+        if self.trigger not in TRIGGERS:
+            raise ValueError(f"review.trigger must be one of {TRIGGERS}, got {self.trigger!r}")
+        for name in ("smoothing", "early_fraction", "batch_fraction", "fau_threshold"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"review.{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.threshold < 0 or self.warmup < 0 or self.tau < 0:
+            raise ValueError("review.threshold, review.warmup and review.tau must be >= 0")
+
+
+class ExperienceReview:
+    """The review trigger's state; call :meth:`observe` at every topology update."""
+
+    def __init__(self, cfg: ReviewConfig):
+        self.cfg = cfg
+        self.active = cfg.trigger == "always"
+        self.rate: float | None = None  # smoothed fluctuation rate
+        self._last: float | None = None
+        self._seen = 0
+
+    def observe(self, dormant_ratio: float, fau: float) -> bool:
+        """Update the trigger with the latest critic measurements; return whether review is on."""
+        cfg = self.cfg
+        if cfg.trigger == "fau":
+            self.active = fau < cfg.fau_threshold
+        elif cfg.trigger == "fluctuation":
+            if self._last is not None:
+                change = abs(dormant_ratio - self._last)
+                a = cfg.smoothing
+                self.rate = change if self.rate is None else a * self.rate + (1 - a) * change
+            self._last = dormant_ratio
+            self._seen += 1
+            self.active = self._seen > cfg.warmup and self.rate is not None and self.rate < cfg.threshold
+        return self.active
+
+    def early_count(self, batch_size: int) -> int:
+        """How many of a batch of ``batch_size`` come from the early window (0 while review is off)."""
+        return round(self.cfg.batch_fraction * batch_size) if self.active else 0
+
+    def state_dict(self) -> dict:
+        return {"active": self.active, "rate": self.rate, "last": self._last, "seen": self._seen}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.active, self.rate, self._last, self._seen = (
+            state["active"], state["rate"], state["last"], state["seen"])
+
+
+def early_indices(
+    n: int, size: int, capacity: int, oldest: int, early_fraction: float, generator: torch.Generator | None,
+) -> torch.Tensor:
+    """``n`` buffer indices drawn uniformly from the oldest ``early_fraction`` of ``size`` stored items.
+
+    ``oldest`` is the ring-buffer position of the oldest item (0 until the buffer wraps).
+    """
+    window = max(1, int(early_fraction * size))
+    offsets = torch.randint(0, window, (n,), generator=generator)
+    return (oldest + offsets) % capacity

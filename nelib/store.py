@@ -1,0 +1,125 @@
+"""The results store: one CSV of evaluation rows plus one JSON record per (preset, task, method, seed).
+
+Layout under the data folder (``NELIB_DATA`` or the repository's ``data/``)::
+
+    runs/<preset>/<task>/<method>/seed<k>.csv    one tidy row per evaluation
+    runs/<preset>/<task>/<method>/seed<k>.json   config, config hash, git commit, command, wall time
+    checkpoints/...                              resumable state of unfinished runs (not committed)
+
+A stored result is reused only if its config hash matches; a different hash is an error unless the
+caller asks to overwrite. Every write goes to a temporary file that is then renamed over the target.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from nelib.config import TrainConfig
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def default_root() -> Path:
+    """``$NELIB_DATA`` if set, else the repository's ``data/`` folder."""
+    return Path(os.environ.get("NELIB_DATA", REPO / "data"))
+
+
+def git_commit() -> str:
+    """Commit of the nelib checkout (``+dirty`` if it has uncommitted changes), or ``unknown``."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                             check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return sha + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call ``write(tmp_path)`` and rename the temporary file onto ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class ResultMismatch(ValueError):
+    """A stored result exists for this run key with a different config."""
+
+
+class ResultStore:
+    """Reads and writes run results under ``root``."""
+
+    def __init__(self, root: str | Path | None = None):
+        self.root = Path(root) if root is not None else default_root()
+
+    def _key(self, cfg: TrainConfig) -> Path:
+        return Path(cfg.preset) / cfg.task / cfg.method / f"seed{cfg.seed}"
+
+    def csv_path(self, cfg: TrainConfig) -> Path:
+        return (self.root / "runs" / self._key(cfg)).with_suffix(".csv")
+
+    def json_path(self, cfg: TrainConfig) -> Path:
+        return (self.root / "runs" / self._key(cfg)).with_suffix(".json")
+
+    def checkpoint_path(self, cfg: TrainConfig) -> Path:
+        return (self.root / "checkpoints" / self._key(cfg)).with_suffix(".pt")
+
+    def record(self, cfg: TrainConfig) -> dict | None:
+        """The JSON record of ``cfg``'s run key, or None; a corrupt file is a clear error."""
+        path = self.json_path(cfg)
+        if not path.exists():
+            return None
+        try:
+            rec = json.loads(path.read_text())
+            rec["hash"]  # noqa: B018 - a record without a hash is corrupt
+            return rec
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise ValueError(f"corrupt result record {path} ({e}); delete it to re-run") from None
+
+    def load(self, cfg: TrainConfig, overwrite: bool = False) -> pd.DataFrame | None:
+        """The stored rows of this exact config, None if absent (or if ``overwrite``)."""
+        rec = self.record(cfg)
+        if rec is None or overwrite:
+            return None
+        if rec["hash"] != cfg.hash():
+            raise ResultMismatch(
+                f"{self.json_path(cfg)} holds a run with config hash {rec['hash']}, this config is "
+                f"{cfg.hash()}; pass overwrite=True (CLI: --overwrite) to replace it")
+        try:
+            return pd.read_csv(self.csv_path(cfg))
+        except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+            raise ValueError(f"corrupt result file {self.csv_path(cfg)} ({e}); delete it to re-run") from None
+
+    def save(self, cfg: TrainConfig, rows: pd.DataFrame, wall_time_s: float, commit: str | None = None) -> None:
+        """Write the rows and the record (config, hash, commit, command, wall time), atomically.
+
+        ``commit`` should be taken when the run started (the code that produced the rows).
+        """
+        atomic_write(self.csv_path(cfg), lambda p: rows.to_csv(p, index=False))
+        rec = {"hash": cfg.hash(), "commit": commit or git_commit(), "command": " ".join(sys.argv),
+               "wall_time_s": round(wall_time_s, 1), "config": cfg.to_dict()}
+        atomic_write(self.json_path(cfg), lambda p: p.write_text(json.dumps(rec, indent=1) + "\n"))
+
+    def runs(self, preset: str | None = None) -> pd.DataFrame:
+        """All stored rows (optionally of one preset), with preset/task/method/seed columns."""
+        frames = []
+        for path in sorted((self.root / "runs").glob(f"{preset or '*'}/*/*/seed*.csv")):
+            df = pd.read_csv(path)
+            df["preset"], df["task"], df["method"] = path.parts[-4], path.parts[-3], path.parts[-2]
+            df["seed"] = int(path.stem.removeprefix("seed"))
+            frames.append(df)
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

@@ -1,0 +1,198 @@
+"""Train one agent: ``nelib.run(config)`` from Python, ``python -m nelib.train ...`` from the shell.
+
+A run evaluates every ``eval_every`` steps (and at step 0), writes its rows to the results store,
+and checkpoints everything it needs to resume (agent, optimizers, masks, replay buffer, RNG states)
+at the first episode end after every ``checkpoint_every`` steps. Restarted with the same command, it
+continues from the checkpoint and, on CPU, ends with the same result as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from nelib import presets
+from nelib.config import TrainConfig, fields, make_config
+from nelib.envs import check_task, make_env
+from nelib.methods import METHODS
+from nelib.replay import ReplayBuffer
+from nelib.store import ResultStore, atomic_write, git_commit
+from nelib.td3 import TD3
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def build_agent(cfg: TrainConfig, obs_dim: int, act_dim: int, max_action: float, device) -> TD3:
+    """The TD3 agent that ``cfg`` describes (NE operators attached when ``cfg.expansion``)."""
+    return TD3(
+        obs_dim, act_dim, max_action, cfg.agent, cfg.sparsity,
+        topology=cfg.topology if cfg.expansion else None,
+        review=cfg.review if cfg.expansion else None,
+        total_updates=max(1, cfg.steps - cfg.start_steps), device=device, seed=cfg.seed,
+    )
+
+
+def evaluate(agent: TD3, env, episodes: int, seed: int) -> tuple[float, float]:
+    """Mean and std of the return of ``episodes`` deterministic episodes (first reset seeded ``seed``)."""
+    returns = []
+    for ep in range(episodes):
+        obs, _ = env.reset(seed=seed if ep == 0 else None)
+        done, total = False, 0.0
+        while not done:
+            obs, r, terminated, truncated, _ = env.step(agent.select_action(obs))
+            total += float(r)
+            done = terminated or truncated
+        returns.append(total)
+    return float(np.mean(returns)), float(np.std(returns))
+
+
+def run(cfg: TrainConfig, store: ResultStore | None = None, overwrite: bool = False) -> pd.DataFrame:
+    """Train (or load, if stored with the same config hash) one run; return its evaluation rows."""
+    check_task(cfg.task)
+    if cfg.method not in METHODS:
+        raise ValueError(f"unknown method {cfg.method!r}; known methods: {', '.join(METHODS)}")
+    store = store or ResultStore()
+    done_rows = store.load(cfg, overwrite=overwrite)
+    if done_rows is not None:
+        return done_rows
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    env, eval_env = make_env(cfg.task), make_env(cfg.task)
+    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    low, high = env.action_space.low, env.action_space.high
+    max_action = float(high[0])
+    agent = build_agent(cfg, obs_dim, act_dim, max_action, device)
+    buffer = ReplayBuffer(obs_dim, act_dim, min(cfg.buffer_size, cfg.steps), device, seed=cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    metric_gen = torch.Generator().manual_seed(cfg.seed + 2)
+
+    t, rows, wall_before, commit = 0, [], 0.0, git_commit()
+    episode_return, last_return, episodes = 0.0, float("nan"), 0
+    obs, _ = env.reset(seed=cfg.seed)
+    needs_reset = False
+    ckpt_path = store.checkpoint_path(cfg)
+    if ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+        if ckpt.get("hash") != cfg.hash():
+            raise ValueError(f"checkpoint {ckpt_path} was written by another config (hash {ckpt.get('hash')}, "
+                             f"now {cfg.hash()}); delete it to start over")
+        agent.load_state_dict(ckpt["agent"])
+        buffer.load_state_dict(ckpt["buffer"])
+        rng.bit_generator.state = ckpt["rng"]
+        metric_gen.set_state(ckpt["metric_gen"])
+        env.unwrapped.np_random.bit_generator.state = ckpt["env_rng"]
+        t, rows, wall_before, commit = ckpt["t"], ckpt["rows"], ckpt["wall_time_s"], ckpt["commit"]
+        last_return, episodes = ckpt["last_return"], ckpt["episodes"]
+        needs_reset = True
+
+    def checkpoint():
+        state = {"hash": cfg.hash(), "agent": agent.state_dict(), "buffer": buffer.state_dict(),
+                 "rng": rng.bit_generator.state, "metric_gen": metric_gen.get_state(),
+                 "env_rng": env.unwrapped.np_random.bit_generator.state, "t": t, "rows": rows,
+                 "wall_time_s": wall_before + time.perf_counter() - start, "last_return": last_return,
+                 "episodes": episodes, "commit": commit}
+        atomic_write(ckpt_path, lambda p: torch.save(state, p))
+
+    def evaluate_row(sps: float):
+        ret_mean, ret_std = evaluate(agent, eval_env, cfg.eval_episodes, cfg.seed + 100)
+        row = {"step": t, "return_mean": ret_mean, "return_std": ret_std, "episodes": episodes,
+               "train_return": last_return, "review": bool(agent.review and agent.review.active),
+               **agent.topology_log, "steps_per_s": sps, **losses}
+        if buffer.size:
+            idx = torch.randint(0, buffer.size, (cfg.metrics_batch,), generator=metric_gen).to(device)
+            row.update(agent.plasticity(buffer.obs[idx], buffer.action[idx]))
+        agent.topology_log = {"grown": 0, "pruned": 0}
+        rows.append(row)
+        return row
+
+    start = time.perf_counter()
+    losses: dict[str, float] = {}
+    next_ckpt = (t // cfg.checkpoint_every + 1) * cfg.checkpoint_every if cfg.checkpoint_every else None
+    bar = tqdm(total=cfg.steps, initial=t, disable=not cfg.progress, dynamic_ncols=True, mininterval=1.0,
+               desc=f"{cfg.method} {cfg.task} s{cfg.seed}", unit="step")
+    if t == 0:
+        evaluate_row(float("nan"))
+    window_start, window_t = time.perf_counter(), t
+    while t < cfg.steps:
+        if needs_reset:
+            if next_ckpt is not None and t >= next_ckpt and t > 0:
+                checkpoint()
+                next_ckpt = (t // cfg.checkpoint_every + 1) * cfg.checkpoint_every
+            obs, _ = env.reset()
+            needs_reset = False
+        if t < cfg.start_steps:
+            action = rng.uniform(low, high).astype(np.float32)
+        else:
+            noise = rng.normal(0.0, max_action * cfg.agent.expl_noise, size=act_dim)
+            action = (agent.select_action(obs) + noise).clip(low, high).astype(np.float32)
+        next_obs, reward, terminated, truncated, _ = env.step(action)
+        # Bootstrap through time-limit truncation: only a true terminal state has no future value.
+        buffer.add(obs, action, reward, next_obs, terminated)
+        obs = next_obs
+        episode_return += float(reward)
+        t += 1
+        if terminated or truncated:
+            last_return, episode_return, episodes = episode_return, 0.0, episodes + 1
+            needs_reset = True
+        if t > cfg.start_steps:
+            losses = agent.train(buffer)
+        bar.update(1)
+        if t % cfg.eval_every == 0 or t == cfg.steps:
+            sps = (t - window_t) / (time.perf_counter() - window_start)
+            row = evaluate_row(sps)
+            bar.set_postfix(sps=f"{sps:.0f}", ret=f"{row['return_mean']:.0f}",
+                            active=f"{row.get('critic_active_ratio', float('nan')):.3f}")
+            window_start, window_t = time.perf_counter(), t
+    bar.close()
+    df = pd.DataFrame(rows)
+    store.save(cfg, df, wall_before + time.perf_counter() - start, commit)
+    ckpt_path.unlink(missing_ok=True)
+    return df
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.Namespace]:
+    """CLI -> config. Every config field is an option, nested ones dotted (``--agent.lr 1e-3``)."""
+    p = argparse.ArgumentParser(prog="python -m nelib.train", description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--task", default="HalfCheetah-v5", help="gymnasium MuJoCo task id")
+    p.add_argument("--method", default="td3", help=f"one of: {', '.join(METHODS)}")
+    p.add_argument("--seed", type=int, default=0, help="seed")
+    p.add_argument("--preset", default=presets.DEFAULT, help=f"one of: {', '.join(presets.PRESETS)}")
+    p.add_argument("--data-dir", default=None, help="results store root (default: $NELIB_DATA or ./data)")
+    p.add_argument("--overwrite", action="store_true", help="replace a stored result with another config")
+    for name, (_, doc) in fields().items():
+        if name not in ("task", "method", "seed", "preset"):
+            p.add_argument(f"--{name}", dest=f"cfg:{name}", default=None, metavar="V", help=doc)
+    args = p.parse_args(argv)
+    overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg:") and v is not None}
+    try:
+        cfg = make_config(args.task, args.method, args.seed, args.preset, **overrides)
+    except ValueError as e:
+        p.exit(2, f"error: {e}\n")
+    return cfg, args
+
+
+def main(argv: list[str] | None = None) -> None:
+    cfg, args = parse_args(argv)
+    try:
+        df = run(cfg, ResultStore(args.data_dir), overwrite=args.overwrite)
+    except ValueError as e:
+        sys.exit(f"error: {e}")
+    last = df.iloc[-1]
+    print(f"{cfg.method} {cfg.task} seed {cfg.seed}: return {last['return_mean']:.1f} at step {int(last['step'])}")
+
+
+if __name__ == "__main__":
+    main()
