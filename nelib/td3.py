@@ -124,8 +124,7 @@ class TD3:
             p.requires_grad_(False)
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr)
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.lr)
-        self._online = [*self.actor.parameters(), *self.critic.parameters()]
-        self._target = [*self.actor_target.parameters(), *self.critic_target.parameters()]
+        self.refresh_parameter_lists()
 
         self.topology: dict[str, TopologyScheduler] = {}
         if topology is not None:
@@ -138,6 +137,14 @@ class TD3:
         self.review = ExperienceReview(review) if review is not None and review.trigger != "never" else None
         self.updates = self.actor_updates = 0
         self.topology_log = {"grown": 0, "pruned": 0}
+        # Baselines that act on the networks between updates (Reset, ReDo, Plasticity Injection): objects
+        # with ``after_update(agent, obs, act)``, ``state_dict()`` and ``load_state_dict(state, agent)``.
+        self.interventions: list = []
+
+    def refresh_parameter_lists(self) -> None:
+        """Re-pair online and target parameters for Polyak updates (after a network changes shape)."""
+        self._online = [*self.actor.parameters(), *self.critic.parameters()]
+        self._target = [*self.actor_target.parameters(), *self.critic_target.parameters()]
 
     # -- acting -------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -174,6 +181,8 @@ class TD3:
             with torch.no_grad():
                 torch._foreach_lerp_(self._target, self._online, cfg.tau)
             out["actor_loss"] = actor_loss.item()
+        for intervention in self.interventions:
+            intervention.after_update(self, obs, act)
         return out
 
     def _optimizer_step(self, key, net, opt, update, batch) -> None:
@@ -220,9 +229,13 @@ class TD3:
             "topology": {k: s.state_dict() for k, s in self.topology.items()},
             "review": self.review.state_dict() if self.review else None,
             "updates": self.updates, "actor_updates": self.actor_updates, "topology_log": dict(self.topology_log),
+            "interventions": [iv.state_dict() for iv in self.interventions],
         }
 
     def load_state_dict(self, state: dict) -> None:
+        # Interventions first: one may change the networks' structure (Plasticity Injection adds a head).
+        for iv, iv_state in zip(self.interventions, state["interventions"], strict=True):
+            iv.load_state_dict(iv_state, self)
         for key in ("actor", "critic", "actor_target", "critic_target", "actor_opt", "critic_opt"):
             getattr(self, key).load_state_dict(state[key])
         self.gen.set_state(state["gen"])

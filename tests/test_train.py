@@ -1,0 +1,155 @@
+"""The TD3 runner: CLI smoke runs, determinism, resume, terminal handling, results store, bad input."""
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+from conftest import FAKE, FAKE_TERMINAL
+
+import nelib.train as train
+from nelib.config import make_config
+from nelib.methods import METHODS
+from nelib.replay import ReplayBuffer
+from nelib.store import ResultMismatch
+
+FAST = dict(steps=600, start_steps=100, eval_every=200, eval_episodes=1, checkpoint_every=0, progress=False,
+            threads=1, device="cpu", **{"topology.interval": 20})
+# Columns that measure time, not results.
+TIMING = ["steps_per_s"]
+
+
+def fast_config(method="ne", task=FAKE, seed=0, **kw):
+    return make_config(task, method, seed, "ci", **{**FAST, **kw})
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_cli_smoke_each_method_on_halfcheetah(method, tmp_path, capsys):
+    train.main(["--task", "HalfCheetah-v5", "--method", method, "--preset", "ci", "--steps", "300",
+                "--start_steps", "150", "--eval_every", "150", "--eval_episodes", "1", "--progress", "0",
+                "--topology.interval", "20", "--data-dir", str(tmp_path)])
+    assert f"{method} HalfCheetah-v5 seed 0: return" in capsys.readouterr().out
+    df = pd.read_csv(tmp_path / "runs" / "ci" / "HalfCheetah-v5" / method / "seed0.csv")
+    assert df["step"].tolist() == [0, 150, 300]
+    rec = json.loads((tmp_path / "runs" / "ci" / "HalfCheetah-v5" / method / "seed0.json").read_text())
+    assert rec["config"]["method"] == method and len(rec["hash"]) == 12 and rec["commit"]
+    last = df.iloc[-1]
+    assert 0 <= last["critic_dormant_0"] <= 1 and 0 <= last["actor_active_ratio"] <= 1
+    if method.startswith("ne"):
+        assert df["grown"].sum() > 0 and last["critic_density"] > 0.2
+    elif method == "sparse":
+        assert last["critic_density"] == pytest.approx(0.2, abs=0.01) and df["grown"].sum() == 0
+    else:
+        assert last["critic_density"] == 1.0
+
+
+def test_runs_are_deterministic_on_cpu(store, tmp_path):
+    from nelib.store import ResultStore
+
+    a = train.run(fast_config(), store)
+    b = train.run(fast_config(), ResultStore(tmp_path / "other"))
+    pd.testing.assert_frame_equal(a.drop(columns=TIMING), b.drop(columns=TIMING))
+    c = train.run(fast_config(seed=1), store)
+    assert not a["critic_loss"].iloc[-1:].equals(c["critic_loss"].iloc[-1:])
+
+
+def test_resume_after_interruption_equals_uninterrupted_run(store, tmp_path, monkeypatch):
+    from nelib.store import ResultStore
+
+    cfg = fast_config(checkpoint_every=200)
+    full = train.run(cfg, ResultStore(tmp_path / "full"))
+
+    calls = {"n": 0}
+    real_evaluate = train.evaluate
+
+    def dying_evaluate(*args, **kw):  # the 4th evaluation (step 600) "kills" the process
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return real_evaluate(*args, **kw)
+
+    monkeypatch.setattr(train, "evaluate", dying_evaluate)
+    with pytest.raises(KeyboardInterrupt):
+        train.run(cfg, store)
+    ckpt = torch.load(store.checkpoint_path(cfg), weights_only=False)
+    assert ckpt["t"] == 400 and not store.csv_path(cfg).exists()
+    monkeypatch.setattr(train, "evaluate", real_evaluate)
+    resumed = train.run(cfg, store)
+    pd.testing.assert_frame_equal(full.drop(columns=TIMING), resumed.drop(columns=TIMING))
+    assert not store.checkpoint_path(cfg).exists()
+
+
+@pytest.mark.parametrize("task, expected", [(FAKE, False), (FAKE_TERMINAL, True)])
+def test_only_true_terminals_stop_bootstrapping(task, expected, store, monkeypatch):
+    seen = []
+    real_add = ReplayBuffer.add
+
+    def recording_add(self, obs, action, reward, next_obs, terminated):
+        seen.append(terminated)
+        real_add(self, obs, action, reward, next_obs, terminated)
+
+    monkeypatch.setattr(ReplayBuffer, "add", recording_add)
+    train.run(fast_config("td3", task=task, steps=120, start_steps=120, eval_every=120), store)
+    # FAKE is truncated by its 50-step time limit (never terminal); FAKE_TERMINAL terminates every 3rd step
+    assert any(seen) is expected
+    if expected:
+        assert seen[:6] == [False, False, True, False, False, True]
+
+
+def test_store_reuses_same_hash_and_refuses_a_different_one(store, monkeypatch):
+    cfg = fast_config("td3", steps=200, eval_every=100)
+    first = train.run(cfg, store)
+    monkeypatch.setattr(train, "build_agent", lambda *a, **k: pytest.fail("a stored run was re-run"))
+    pd.testing.assert_frame_equal(first, train.run(cfg, store))
+    other = fast_config("td3", steps=200, eval_every=100, **{"agent.lr": 1e-3})
+    assert other.hash() != cfg.hash()
+    with pytest.raises(ResultMismatch, match="overwrite"):
+        train.run(other, store)
+    assert json.loads(store.json_path(cfg).read_text())["hash"] == cfg.hash()  # nothing overwritten
+    monkeypatch.undo()
+    train.run(other, store, overwrite=True)
+    assert json.loads(store.json_path(cfg).read_text())["hash"] == other.hash()
+    # execution-only fields do not change the hash
+    assert fast_config("td3", threads=2, device="cuda").hash() == fast_config("td3").hash()
+
+
+def test_corrupt_record_is_a_clear_error(store):
+    cfg = fast_config("td3")
+    store.json_path(cfg).parent.mkdir(parents=True)
+    store.json_path(cfg).write_text("{not json")
+    with pytest.raises(ValueError, match="corrupt result record"):
+        train.run(cfg, store)
+
+
+def test_incompatible_checkpoint_is_refused_and_kept(store):
+    cfg = fast_config("td3")
+    path = store.checkpoint_path(cfg)
+    path.parent.mkdir(parents=True)
+    torch.save({"hash": "0123456789ab"}, path)
+    with pytest.raises(ValueError, match="another config"):
+        train.run(cfg, store)
+    assert torch.load(path, weights_only=False) == {"hash": "0123456789ab"}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--task", "NoSuchTask-v5"], "unknown task 'NoSuchTask-v5'"),
+    (["--method", "magic"], "unknown method 'magic'"),
+    (["--steps", "0"], "steps must be > 0"),
+    (["--agent.lr", "fast"], "bad value 'fast' for agent.lr"),
+    (["--preset", "huge"], "unknown preset 'huge'"),
+    (["--topology.growth.criterion", "psychic"], "growth.criterion must be one of"),
+])
+def test_bad_input_gives_one_line_errors(args, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        train.main([*args, "--data-dir", str(tmp_path), "--progress", "0"])
+    text = str(exc.value.code) if not isinstance(exc.value.code, int) else capsys.readouterr().err
+    assert message in text and text.strip().count("\n") == 0
+    assert not (tmp_path / "runs").exists()
+
+
+def test_unknown_config_field_is_rejected(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        train.main(["--agent.nope", "1", "--data-dir", str(tmp_path)])
+    assert "unrecognized arguments: --agent.nope" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="unknown config field 'agent.nope'"):
+        make_config(**{"agent__nope": 1})
