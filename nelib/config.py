@@ -26,6 +26,8 @@ class TrainConfig:
     """Gymnasium MuJoCo task id (e.g. ``HalfCheetah-v5``)."""
     method: str = "td3"
     """Method name from :data:`nelib.methods.METHODS`; it sets the fields below it overrides."""
+    variant: str = ""
+    """Label of a variant of the method (e.g. ``omega0.2``); runs of variants are stored apart."""
     seed: int = 0
     """Seed of networks, exploration, replay sampling and the training env (eval env: seed + 100)."""
     preset: str = presets.DEFAULT
@@ -65,6 +67,8 @@ class TrainConfig:
         for name in ("steps", "eval_every", "eval_episodes", "buffer_size", "metrics_batch"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if any(c in self.variant for c in "/\\@") or self.variant.startswith("."):
+            raise ValueError(f"variant must be a plain label, got {self.variant!r}")
         if self.start_steps < 0 or self.checkpoint_every < 0 or self.threads < 0:
             raise ValueError("start_steps, checkpoint_every and threads must be >= 0")
 

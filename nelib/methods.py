@@ -11,6 +11,9 @@ METHODS: dict[str, dict[str, object]] = {
     "ne-random-growth": {**NE, "topology.growth.criterion": "random"},
     "ne-no-prune": {**NE, "topology.prune": False},
     "ne-no-review": {**NE, "review.trigger": "never"},
+    # Growth alone, at random, no pruning or review: the "naive growth" of the paper's motivation (Fig 3).
+    "naive-growth": {**NE, "topology.growth.criterion": "random", "topology.prune": False,
+                     "review.trigger": "never"},
 }
 """Method name -> dotted config overrides (see :class:`nelib.config.TrainConfig`)."""
 

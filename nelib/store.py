@@ -2,7 +2,7 @@
 
 Layout under the data folder (``NELIB_DATA`` or the repository's ``data/``)::
 
-    runs/<preset>/<task>/<method>/seed<k>.csv    one tidy row per evaluation
+    runs/<preset>/<task>/<method>[@<variant>]/seed<k>.csv    one tidy row per evaluation
     runs/<preset>/<task>/<method>/seed<k>.json   config, config hash, git commit, command, wall time
     checkpoints/...                              resumable state of unfinished runs (not committed)
 
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from nelib.config import TrainConfig
+from nelib.config import NOT_HASHED, TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -56,6 +56,22 @@ def atomic_write(path: Path, write) -> None:
         raise
 
 
+def same_config(stored: dict, cfg: TrainConfig) -> bool:
+    """Whether a stored config equals ``cfg`` once fields added to nelib since then take their defaults.
+
+    A new config field with a default keeps the old behaviour, so results stored before it existed
+    stay valid; any field whose stored value differs still counts as a different config.
+    """
+    def merge(defaults, stored):
+        if not isinstance(defaults, dict) or not isinstance(stored, dict):
+            return stored
+        return {k: merge(v, stored[k]) if k in stored else v for k, v in defaults.items()}
+
+    current = cfg.to_dict()
+    upgraded = merge(TrainConfig().to_dict(), stored)
+    return all(upgraded.get(k) == v for k, v in current.items() if k not in NOT_HASHED)
+
+
 class ResultMismatch(ValueError):
     """A stored result exists for this run key with a different config."""
 
@@ -67,7 +83,8 @@ class ResultStore:
         self.root = Path(root) if root is not None else default_root()
 
     def _key(self, cfg: TrainConfig) -> Path:
-        return Path(cfg.preset) / cfg.task / cfg.method / f"seed{cfg.seed}"
+        method = f"{cfg.method}@{cfg.variant}" if cfg.variant else cfg.method
+        return Path(cfg.preset) / cfg.task / method / f"seed{cfg.seed}"
 
     def csv_path(self, cfg: TrainConfig) -> Path:
         return (self.root / "runs" / self._key(cfg)).with_suffix(".csv")
@@ -95,7 +112,7 @@ class ResultStore:
         rec = self.record(cfg)
         if rec is None or overwrite:
             return None
-        if rec["hash"] != cfg.hash():
+        if rec["hash"] != cfg.hash() and not same_config(rec.get("config", {}), cfg):
             raise ResultMismatch(
                 f"{self.json_path(cfg)} holds a run with config hash {rec['hash']}, this config is "
                 f"{cfg.hash()}; pass overwrite=True (CLI: --overwrite) to replace it")
@@ -119,7 +136,8 @@ class ResultStore:
         frames = []
         for path in sorted((self.root / "runs").glob(f"{preset or '*'}/*/*/seed*.csv")):
             df = pd.read_csv(path)
-            df["preset"], df["task"], df["method"] = path.parts[-4], path.parts[-3], path.parts[-2]
+            df["preset"], df["task"] = path.parts[-4], path.parts[-3]
+            df["method"], _, df["variant"] = path.parts[-2].partition("@")
             df["seed"] = int(path.stem.removeprefix("seed"))
             frames.append(df)
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

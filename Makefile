@@ -1,0 +1,68 @@
+# `make figures` reproduces the figures, `make test` checks that everything still works (CI runs it).
+# Both first set up .venv from requirements.txt (the only place versions are pinned) and the system
+# packages headless MuJoCo needs.
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+# Variables to set on the command line: the interpreter that creates .venv (3.11 or newer), the experiment
+# scale (ci | laptop | paper, defined in nelib/presets.py), and FRESH=1 to make notebooks recompute their
+# cached results.
+PYTHON ?= python3
+PRESET ?= laptop
+FRESH ?= 0
+
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+FRESH_BOOL := $(if $(filter 1 true True yes,$(FRESH)),True,False)
+
+.PHONY: help setup preset test figures lint bench clean
+
+help:
+	@echo "make figures [PRESET=ci|laptop|paper] [FRESH=1]  run notebooks/NN_*.ipynb, figures in figures/"
+	@echo "make test                                       unit tests and notebooks on the ci preset"
+	@echo "make lint | make bench | make clean"
+
+# The stamp is older than requirements.txt when the pins change, which re-runs the install. pip's cache is
+# kept, so a rebuild downloads nothing it already has.
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q -e . --no-deps
+	@touch $@
+
+setup: $(STAMP)
+	@$(PY) -m nelib.system
+
+# Unknown presets stop here with one line, before anything runs. The names live in nelib/presets.py only.
+preset: setup
+	$(eval PRESET_ERROR := $(shell $(PY) -m nelib.presets '$(PRESET)' 2>&1 >/dev/null))
+	$(if $(PRESET_ERROR),$(error $(PRESET_ERROR)))
+
+test: setup
+	NELIB_PRESET=ci $(PY) -m pytest --durations=5 tests
+	NELIB_PRESET=ci $(PY) -m pytest --nbval-lax --nbval-current-env notebooks/
+
+# Executed copies go to build/notebooks/, so the sources keep no outputs. --cwd notebooks: the kernel
+# runs where Jupyter and nbval run it.
+figures: preset
+	@mkdir -p build/notebooks
+	@for nb in $(NOTEBOOKS); do \
+	  echo "== $$nb (preset $(PRESET), fresh $(FRESH_BOOL))"; \
+	  $(PY) -m papermill --cwd notebooks -p preset $(PRESET) -p fresh $(FRESH_BOOL) "$$nb" "build/$$nb"; \
+	done
+
+lint: setup
+	$(PY) -m ruff check .
+
+bench: setup
+	$(PY) -m nelib.bench
+
+# Build outputs only: .venv, figures/ and data/ (cached results, expensive to recompute) stay.
+clean:
+	rm -rf build .pytest_cache .ruff_cache *.egg-info
+	find . -path ./$(VENV) -prune -o \( -name __pycache__ -o -name .ipynb_checkpoints \
+	  -o -name MUJOCO_LOG.TXT \) -prune -exec rm -rf {} +
