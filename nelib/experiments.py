@@ -14,7 +14,7 @@ import os
 import traceback
 
 import pandas as pd
-from tqdm.auto import tqdm
+from tqdm import tqdm  # plain text bar: readable in notebooks, logs and CI alike
 
 from nelib import presets
 from nelib.config import TrainConfig, make_config

@@ -46,6 +46,12 @@ def paper_style(font_scale: float = 1.3) -> None:
                       "legend.frameon": False, "pdf.fonttype": 42, "ps.fonttype": 42})
 
 
+def figure_dir(preset: str) -> Path:
+    """Where a preset's figures go: ``figures/``, except the throw-away ``ci`` preset (``build/figures-ci``),
+    so that ``make test`` never rewrites the committed figures."""
+    return FIGURES_DIR.parent / "build" / "figures-ci" if preset == "ci" else FIGURES_DIR
+
+
 def save_figure(fig: plt.Figure, name: str, folder: str | Path = FIGURES_DIR) -> tuple[Path, Path]:
     """Write ``name.png`` (150 dpi) and ``name.pdf`` into ``folder`` (created if needed); return the paths."""
     folder = Path(folder)

@@ -36,7 +36,7 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in (
-        Preset("ci", steps=3_000, start_steps=1_000, eval_every=1_000, eval_episodes=2,
+        Preset("ci", steps=2_000, start_steps=1_000, eval_every=500, eval_episodes=1,
                tasks=("HalfCheetah-v5",), seeds=(0,), checkpoint_every=0),
         Preset("laptop", steps=100_000, start_steps=25_000, eval_every=5_000, eval_episodes=10,
                tasks=("HalfCheetah-v5", "Walker2d-v5"), seeds=(0, 1, 2), checkpoint_every=10_000),

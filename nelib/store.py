@@ -141,3 +141,11 @@ class ResultStore:
             df["seed"] = int(path.stem.removeprefix("seed"))
             frames.append(df)
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def store_for(preset: str) -> ResultStore:
+    """The store notebooks use: ``$NELIB_DATA`` if set; ``build/data-ci`` for the throw-away ``ci``
+    preset (so tests never touch committed results); else the repository's ``data/``."""
+    if "NELIB_DATA" in os.environ:
+        return ResultStore()
+    return ResultStore(REPO / "build" / "data-ci" if preset == "ci" else REPO / "data")

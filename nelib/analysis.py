@@ -1,0 +1,200 @@
+"""Tables, curves and computed statements over stored runs (what the notebooks show).
+
+Seeds are the statistical unit everywhere: a run's score is the mean of its last evaluations, and
+uncertainty is across seeds, never across evaluation episodes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+from nelib.plotting import method_color
+
+STEP_LABEL = "environment steps (x1000)"
+METRIC_LABELS = {
+    "return_mean": "evaluation return",
+    "critic_active_ratio": "critic active-neuron ratio",
+    "actor_active_ratio": "actor active-neuron ratio",
+    "critic_density": "critic density",
+    "actor_density": "actor density",
+    "critic_fau": "critic FAU",
+}
+
+
+def label_of(col: str) -> str:
+    """Axis label of a logged column."""
+    if col in METRIC_LABELS:
+        return METRIC_LABELS[col]
+    for net in ("critic", "actor"):
+        if col.startswith(f"{net}_dormant_"):
+            return f"{net} dormant ratio (tau={col.rsplit('_', 1)[1]})"
+    return col.replace("_", " ")
+
+
+def palette(labels: Sequence[str]) -> dict[str, str]:
+    """Method colours, consistent across all figures (a variant shares its method's hue family)."""
+    return {lab: method_color(lab) for lab in labels}
+
+
+def curves(df: pd.DataFrame, y: str, ax=None, hue: str = "label", title: str | None = None):
+    """Mean of ``y`` over seeds against steps, with a 95% bootstrap CI band across seeds."""
+    ax = ax or plt.gca()
+    data = df.dropna(subset=[y]).assign(kstep=lambda d: d["step"] / 1000)
+    labels = list(dict.fromkeys(data[hue]))
+    sns.lineplot(data=data, x="kstep", y=y, hue=hue, hue_order=labels, palette=palette(labels),
+                 errorbar=("ci", 95), n_boot=1000, seed=0, ax=ax)
+    ax.set_xlabel(STEP_LABEL)
+    ax.set_ylabel(label_of(y))
+    if ax.get_legend():
+        ax.get_legend().set_title(None)
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def curve_grid(df: pd.DataFrame, ys: Sequence[str], hue: str = "label", height: float = 2.8):
+    """One row per metric, one column per task; a single legend."""
+    tasks = list(dict.fromkeys(df["task"]))
+    fig, axes = plt.subplots(len(ys), len(tasks), figsize=(4.6 * len(tasks), height * len(ys)),
+                             squeeze=False, sharex="col")
+    for j, task in enumerate(tasks):
+        for i, y in enumerate(ys):
+            ax = curves(df[df["task"] == task], y, axes[i, j], hue, title=task if i == 0 else None)
+            if ax.get_legend():
+                ax.get_legend().remove()
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 6), frameon=False,
+               bbox_to_anchor=(0.5, 1.0))
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    return fig
+
+
+def final_scores(df: pd.DataFrame, y: str = "return_mean", last: int = 3) -> pd.DataFrame:
+    """Per run (task, label, seed): the mean of ``y`` over its last ``last`` evaluations."""
+    def tail_mean(g):
+        return g.sort_values("step")[y].tail(last).mean()
+
+    return (df.groupby(["task", "label", "seed"]).apply(tail_mean, include_groups=False)
+            .rename("score").reset_index())
+
+
+def summary_table(scores: pd.DataFrame) -> pd.DataFrame:
+    """Mean +- std over seeds of each (task, label) score, as a task x label table of strings."""
+    agg = scores.groupby(["task", "label"])["score"].agg(["mean", "std", "count"]).reset_index()
+    agg["cell"] = [f"{m:.0f} +- {0 if np.isnan(s) else s:.0f} (n={n})"
+                   for m, s, n in zip(agg["mean"], agg["std"], agg["count"], strict=True)]
+    return agg.pivot(index="task", columns="label", values="cell")
+
+
+def compare(scores: pd.DataFrame, a: str, b: str) -> list[str]:
+    """One sentence per task comparing the mean final score of ``a`` with ``b``."""
+    out = []
+    for task, g in scores.groupby("task"):
+        ma, mb = g[g.label == a]["score"].mean(), g[g.label == b]["score"].mean()
+        if np.isnan(ma) or np.isnan(mb):
+            continue
+        n = min((g.label == a).sum(), (g.label == b).sum())
+        rel = (ma - mb) / abs(mb) * 100 if mb else float("nan")
+        verdict = "higher" if ma > mb else "lower"
+        out.append(f"{task}: {a} {ma:.0f} vs {b} {mb:.0f} ({rel:+.0f}%, {verdict}; {n} seed(s))")
+    return out
+
+
+def trend(df: pd.DataFrame, col: str, label: str | None = None, early: int = 2, late: int = 2) -> list[str]:
+    """Per task: the mean of ``col`` over the first ``early`` measured evaluations vs the last ``late``."""
+    out = []
+    sub = df if label is None else df[df["label"] == label]
+    for task, g in sub.dropna(subset=[col]).groupby("task"):
+        steps = sorted(g["step"].unique())
+        first = g[g["step"].isin(steps[:early])][col].mean()
+        last = g[g["step"].isin(steps[-late:])][col].mean()
+        direction = "rose" if last > first else "fell" if last < first else "stayed"
+        who = f" ({label})" if label else ""
+        out.append(f"{task}{who}: {label_of(col)} {direction} from {first:.3f} "
+                   f"(steps {steps[0] // 1000}k-{steps[early - 1] // 1000}k) to {last:.3f} "
+                   f"(steps {steps[-late] // 1000}k-{steps[-1] // 1000}k)")
+    return out
+
+
+def forgetting(df: pd.DataFrame, y: str = "return_mean") -> pd.DataFrame:
+    """Per run: best return, final return and the drop from best to final (late-training forgetting)."""
+    g = df.sort_values("step").groupby(["task", "label", "seed"])[y]
+    out = pd.DataFrame({"best": g.max(), "final": g.last()}).reset_index()
+    out["drop"] = out["best"] - out["final"]
+    return out
+
+
+def bullet_list(lines: Sequence[str]) -> str:
+    """Markdown bullets (for ``IPython.display.Markdown``)."""
+    return "\n".join(f"- {line}" for line in lines) if lines else "- (no comparable runs)"
+
+
+def normalized_scores(scores: pd.DataFrame, baseline: str = "td3") -> dict[str, np.ndarray]:
+    """Final scores divided by ``baseline``'s mean final score on the same task.
+
+    Returns rliable's layout: label -> array ``[seeds, tasks]`` (tasks in a fixed order; only seeds
+    present for every task of that label are kept, so the array is rectangular).
+    """
+    ref = scores[scores.label == baseline].groupby("task")["score"].mean()
+    tasks = [t for t in ref.index if ref[t] != 0]
+    out = {}
+    for label, g in scores[scores.task.isin(tasks)].groupby("label"):
+        table = g.pivot(index="seed", columns="task", values="score").reindex(columns=tasks).dropna()
+        if len(table):
+            out[label] = (table / ref[tasks].abs()).to_numpy()
+    return out
+
+
+def aggregate(scores: pd.DataFrame, baseline: str = "td3", reps: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """IQM, mean and optimality gap (threshold: the baseline's level, 1.0) of baseline-normalised
+    scores, with 95% stratified-bootstrap CIs over seeds (rliable). One row per (label, metric)."""
+    from rliable import library as rly
+    from rliable import metrics
+
+    norm = normalized_scores(scores, baseline)
+    fns = {"IQM": metrics.aggregate_iqm, "mean": metrics.aggregate_mean,
+           "optimality gap": metrics.aggregate_optimality_gap}
+    np.random.seed(seed)  # rliable's bootstrap draws from numpy's global RNG
+    point, ci = rly.get_interval_estimates(norm, lambda x: np.array([f(x) for f in fns.values()]), reps=reps)
+    rows = [{"label": lab, "metric": m, "point": point[lab][i], "low": ci[lab][0, i], "high": ci[lab][1, i]}
+            for lab in norm for i, m in enumerate(fns)]
+    return pd.DataFrame(rows)
+
+
+def probability_of_improvement(scores: pd.DataFrame, method: str, others: Sequence[str],
+                               baseline: str = "td3", reps: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """P(method > other) over seeds and tasks (Agarwal et al. 2021), with 95% bootstrap CIs."""
+    from rliable import library as rly
+    from rliable import metrics
+
+    norm = normalized_scores(scores, baseline)
+    pairs = {f"{method},{o}": (norm[method], norm[o]) for o in others if o in norm and method in norm}
+    if not pairs:
+        return pd.DataFrame(columns=["pair", "point", "low", "high"])
+    np.random.seed(seed)
+    point, ci = rly.get_interval_estimates(pairs, metrics.probability_of_improvement, reps=reps)
+    return pd.DataFrame([{"pair": p.replace(",", " > "), "point": float(point[p]), "low": float(ci[p][0]),
+                          "high": float(ci[p][1])} for p in pairs])
+
+
+def interval_plot(agg: pd.DataFrame, metrics_order: Sequence[str] = ("IQM", "mean", "optimality gap")):
+    """One panel per aggregate metric: point estimate and 95% CI per method."""
+    fig, axes = plt.subplots(1, len(metrics_order), figsize=(4.2 * len(metrics_order), 0.5 + 0.45 *
+                                                              agg["label"].nunique()), squeeze=False)
+    labels = list(dict.fromkeys(agg["label"]))
+    for ax, m in zip(axes[0], metrics_order, strict=True):
+        sub = agg[agg.metric == m].set_index("label").reindex(labels)
+        for y, lab in enumerate(labels):
+            ax.plot([sub.loc[lab, "low"], sub.loc[lab, "high"]], [y, y], lw=6, alpha=0.6,
+                    color=method_color(lab), solid_capstyle="butt")
+            ax.plot(sub.loc[lab, "point"], y, "|", color="k", ms=14)
+        ax.set_yticks(range(len(labels)), labels if ax is axes[0, 0] else [""] * len(labels))
+        ax.set_title(m)
+        ax.set_xlabel("TD3-normalised score")
+    fig.tight_layout()
+    return fig
