@@ -44,6 +44,10 @@ def palette(labels: Sequence[str]) -> dict[str, str]:
 def curves(df: pd.DataFrame, y: str, ax=None, hue: str = "label", title: str | None = None):
     """Mean of ``y`` over seeds against steps, with a 95% bootstrap CI band across seeds."""
     ax = ax or plt.gca()
+    if y not in df.columns or df[y].isna().all():  # e.g. a metric added after these runs were made
+        ax.text(0.5, 0.5, f"{label_of(y)}:\nnot logged in these runs", ha="center", va="center",
+                transform=ax.transAxes)
+        return ax
     data = df.dropna(subset=[y]).assign(kstep=lambda d: d["step"] / 1000)
     labels = list(dict.fromkeys(data[hue]))
     sns.lineplot(data=data, x="kstep", y=y, hue=hue, hue_order=labels, palette=palette(labels),
@@ -198,3 +202,46 @@ def interval_plot(agg: pd.DataFrame, metrics_order: Sequence[str] = ("IQM", "mea
         ax.set_xlabel("TD3-normalised score")
     fig.tight_layout()
     return fig
+
+
+def sensitivity_table(scores: pd.DataFrame, defaults: dict[str, float], base: str = "ne") -> pd.DataFrame:
+    """Final scores of ``base`` and its variants ``base@<param><value>`` as (param, value, seed, score);
+    the plain ``base`` runs count as the default value of every parameter."""
+    rows = []
+    for r in scores.itertuples():
+        method, _, variant = r.label.partition("@")
+        if method != base:
+            continue
+        if not variant:
+            rows += [(p, v, True, r.task, r.seed, r.score) for p, v in defaults.items()]
+            continue
+        param = variant.rstrip("0123456789.e-")
+        rows.append((param, float(variant[len(param):]), False, r.task, r.seed, r.score))
+    return pd.DataFrame(rows, columns=["param", "value", "default", "task", "seed", "score"])
+
+
+def sensitivity_plot(table: pd.DataFrame):
+    """One panel per parameter: final return against its value (mean and 95% CI over seeds)."""
+    params = list(dict.fromkeys(table["param"]))
+    fig, axes = plt.subplots(1, len(params), figsize=(3.4 * len(params), 3.0), squeeze=False, sharey=True)
+    for ax, p in zip(axes[0], params, strict=True):
+        sub = table[table.param == p]
+        sns.pointplot(data=sub, x="value", y="score", hue="task", errorbar=("ci", 95), seed=0, ax=ax,
+                      dodge=0.2, markers="o")
+        ax.set_title(p)
+        ax.set_xlabel(p)
+        ax.set_ylabel("final return")
+        if ax is not axes[0, 0] and ax.get_legend():
+            ax.get_legend().remove()
+    fig.tight_layout()
+    return fig
+
+
+def visit_returns(df: pd.DataFrame) -> pd.DataFrame:
+    """Cyclic runs: the last evaluation return of every visit (stage) of every run, with its task."""
+    d = df.dropna(subset=["stage"]).sort_values("step")
+    last = d.groupby(["label", "seed", "stage"]).tail(1)
+    out = last[["label", "seed", "stage", "task_now", "return_mean"]].copy()
+    n_tasks = out["task_now"].nunique()
+    out["visit"] = (out["stage"] // max(n_tasks, 1)).astype(int) + 1
+    return out.reset_index(drop=True)

@@ -9,7 +9,10 @@ import typing
 from typing import Any
 
 from nelib import presets
+from nelib.injection import InjectionConfig
 from nelib.methods import method_overrides
+from nelib.redo import RedoConfig
+from nelib.reset import ResetConfig
 from nelib.review import ReviewConfig
 from nelib.td3 import SparsityConfig, TD3Config
 from nelib.topology import TopologyConfig
@@ -54,6 +57,12 @@ class TrainConfig:
     """NE's growth and pruning (used when ``expansion``)."""
     review: ReviewConfig = dataclasses.field(default_factory=ReviewConfig)
     """NE's experience review (used when ``expansion``)."""
+    reset: ResetConfig = dataclasses.field(default_factory=ResetConfig)
+    """Reset baseline (Nikishin et al. 2022): periodic re-initialisation of the last layers."""
+    redo: RedoConfig = dataclasses.field(default_factory=RedoConfig)
+    """ReDo baseline (Sokar et al. 2023): periodic recycling of dormant units."""
+    injection: InjectionConfig = dataclasses.field(default_factory=InjectionConfig)
+    """Plasticity Injection baseline (Nikishin et al. 2023): one head injection during training."""
     checkpoint_every: int = 10_000
     """Environment steps between resumable checkpoints (0: none); taken at the next episode end."""
     device: str = "auto"

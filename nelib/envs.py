@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import gymnasium as gym
 
+from nelib import cyclic
+
 
 def check_task(task: str) -> None:
-    """Raise a one-line ``ValueError`` if ``task`` is not a registered gymnasium environment."""
+    """Raise a one-line ``ValueError`` if ``task`` is not a registered gymnasium environment
+    (or a ``cycle:...`` sequence of them, see :mod:`nelib.cyclic`)."""
+    if task.startswith(cyclic.PREFIX):
+        for t in cyclic.parse_cycle(task)[0]:
+            check_task(t)
+        return
     if task not in gym.registry:
         mujoco = sorted(k for k, v in gym.registry.items()
                         if isinstance(v.entry_point, str) and "mujoco" in v.entry_point and k.endswith("-v5"))
@@ -16,7 +23,7 @@ def check_task(task: str) -> None:
 def make_env(task: str) -> gym.Env:
     """A gymnasium env for ``task`` (seed it through ``reset(seed=...)``)."""
     check_task(task)
-    env = gym.make(task)
+    env = cyclic.CyclicEnv(*cyclic.parse_cycle(task)) if task.startswith(cyclic.PREFIX) else gym.make(task)
     if not isinstance(env.action_space, gym.spaces.Box):
         raise ValueError(f"task {task!r} has a non-continuous action space; TD3 needs a Box")
     return env

@@ -18,8 +18,9 @@ from tqdm import tqdm  # plain text bar: readable in notebooks, logs and CI alik
 
 from nelib import presets
 from nelib.config import TrainConfig, make_config
+from nelib.cyclic import parse_cycle
 from nelib.methods import METHODS
-from nelib.store import ResultStore
+from nelib.store import ResultStore, current_command
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,7 +45,23 @@ EXPERIMENTS: dict[str, tuple[Arm, ...]] = {
                         Arm("ne", "omega0.8", (("topology.pruning.omega", 0.8),))),
     "experience-review": (Arm("ne"), Arm("ne-no-review")),
     "benchmark": tuple(Arm(m) for m in ("td3", "ne", "reset", "redo", "plasticity-injection", "layernorm")),
+    # What the reviewers asked for: one NE hyper-parameter varied at a time around the defaults.
+    "sensitivity": (Arm("ne"),
+                    *(Arm("ne", f"density{v:g}", (("sparsity.density", v),)) for v in (0.1, 0.4)),
+                    *(Arm("ne", f"rate{v:g}", (("topology.growth.rate", v),)) for v in (0.002, 0.032)),
+                    *(Arm("ne", f"omega{v:g}", (("topology.pruning.omega", v),)) for v in (0.1, 0.8)),
+                    *(Arm("ne", f"window{v:g}", (("review.early_fraction", v),)) for v in (0.1, 0.6))),
 }
+# The cyclic experiment trains through a task sequence instead of the preset's task list.
+CYCLES = {
+    "ci": "cycle:Hopper-v5,Walker2d-v5@400x2",
+    "laptop": "cycle:HalfCheetah-v5,Walker2d-v5,Hopper-v5@40000x2",
+    "paper": "cycle:HalfCheetah-v5,Walker2d-v5,Hopper-v5@200000x3",
+}
+EXPERIMENTS["cyclic"] = tuple(Arm(m) for m in ("td3", "ne", "reset", "redo"))
+
+SENSITIVITY_DEFAULTS = {"density": 0.2, "rate": 0.008, "omega": 0.4, "window": 0.3}
+"""The NE default of each parameter the ``sensitivity`` experiment varies (variant label prefix -> value)."""
 """Experiment name -> its arms. Methods not (yet) in :data:`nelib.methods.METHODS` are skipped."""
 
 
@@ -53,6 +70,12 @@ def experiment_configs(name: str, preset: str, tasks=None, seeds=None, **overrid
     if name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {name!r}; known: {', '.join(EXPERIMENTS)}")
     p = presets.get(preset)
+    if name == "cyclic" and tasks is None:
+        tasks = [CYCLES[preset]]
+        _, visit, repeats = parse_cycle(tasks[0])
+        n_tasks = len(parse_cycle(tasks[0])[0])
+        overrides = {"steps": visit * n_tasks * repeats, "start_steps": min(p.start_steps, visit // 2),
+                     **overrides}
     return [
         make_config(task, arm.method, seed, preset, variant=arm.variant, **dict(arm.overrides), **overrides)
         for arm in EXPERIMENTS[name] if arm.method in METHODS
@@ -60,34 +83,50 @@ def experiment_configs(name: str, preset: str, tasks=None, seeds=None, **overrid
     ]
 
 
-def _run_one(cfg: TrainConfig, root: str, overwrite: bool) -> None:
+def _run_one(cfg: TrainConfig, root: str, overwrite: bool, command: str = "") -> None:
     from nelib.train import run
 
-    run(cfg, ResultStore(root), overwrite=overwrite)
+    run(cfg, ResultStore(root), overwrite=overwrite, command=command or None)
 
 
 def run_configs(configs: list[TrainConfig], store: ResultStore | None = None, workers: int | None = None,
                 fresh: bool = False, progress: bool = True) -> list[tuple[TrainConfig, str]]:
     """Run the configs not yet stored, ``workers`` at a time; return ``(config, error)`` of failures."""
     store = store or ResultStore()
-    todo = [c for c in configs if fresh or store.load(c) is None]
-    failures: list[tuple[TrainConfig, str]] = []
+    todo, failures = [], []
+    for c in configs:
+        try:
+            if fresh or store.load(c) is None:
+                todo.append(c)
+        except ValueError as e:  # a stored run of another config, or a corrupt file: report, go on
+            failures.append((c, str(e)))
     if not todo:
         return failures
     workers = max(1, min(workers or os.cpu_count() or 1, len(todo)))
     todo = [dataclasses.replace(c, threads=c.threads or 1, progress=False) for c in todo]
+    command = f"{current_command()}  [nelib.experiments.run_configs]"
     bar = tqdm(total=len(todo), desc="runs", unit="run", disable=not progress)
-    ctx = multiprocessing.get_context("spawn")  # no forked torch/MuJoCo state in workers
-    with cf.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-        futures = {pool.submit(_run_one, c, str(store.root), fresh): c for c in todo}
-        for fut in cf.as_completed(futures):
-            cfg = futures[fut]
+
+    def done(cfg, error):
+        if error:
+            failures.append((cfg, error))
+            tqdm.write(f"run failed: {cfg.task} {cfg.method} seed {cfg.seed}: {error}")
+        bar.update(1)
+
+    if workers == 1:  # in this process: easier to debug, and sees environments registered here
+        for cfg in todo:
             try:
-                fut.result()
+                _run_one(cfg, str(store.root), fresh, command)
+                done(cfg, None)
             except Exception as e:  # keep going: one failed run must not lose the others
-                failures.append((cfg, "".join(traceback.format_exception_only(e)).strip()))
-                tqdm.write(f"run failed: {cfg.task} {cfg.method} seed {cfg.seed}: {failures[-1][1]}")
-            bar.update(1)
+                done(cfg, "".join(traceback.format_exception_only(e)).strip())
+    else:
+        ctx = multiprocessing.get_context("spawn")  # no forked torch/MuJoCo state in workers
+        with cf.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+            futures = {pool.submit(_run_one, c, str(store.root), fresh, command): c for c in todo}
+            for fut in cf.as_completed(futures):
+                exc = fut.exception()
+                done(futures[fut], None if exc is None else "".join(traceback.format_exception_only(exc)).strip())
     bar.close()
     return failures
 
@@ -104,7 +143,7 @@ def run_experiment(name: str, preset: str = presets.DEFAULT, store: ResultStore 
     failures = run_configs(configs, store, workers, fresh, progress)
     frames = []
     for cfg in configs:
-        rows = None if any(cfg is f[0] or cfg == f[0] for f in failures) else store.load(cfg)
+        rows = None if any(cfg == f[0] for f in failures) else store.load(cfg)
         if rows is not None:
             frames.append(rows.assign(task=cfg.task, method=cfg.method, variant=cfg.variant,
                                       label=f"{cfg.method}@{cfg.variant}" if cfg.variant else cfg.method,

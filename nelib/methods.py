@@ -14,6 +14,11 @@ METHODS: dict[str, dict[str, object]] = {
     # Growth alone, at random, no pruning or review: the "naive growth" of the paper's motivation (Fig 3).
     "naive-growth": {**NE, "topology.growth.criterion": "random", "topology.prune": False,
                      "review.trigger": "never"},
+    # The paper's baselines for TD3 (dense networks).
+    "reset": {"reset.enabled": True},
+    "redo": {"redo.enabled": True},
+    "plasticity-injection": {"injection.enabled": True},
+    "layernorm": {"agent.layernorm": "all"},
 }
 """Method name -> dotted config overrides (see :class:`nelib.config.TrainConfig`)."""
 

@@ -65,4 +65,4 @@ class ReplayBuffer:
         for key in ("obs", "next_obs", "action", "reward", "not_done"):
             getattr(self, key)[:n] = state[key].to(self.device)
         self.ptr, self.size = state["ptr"], n
-        self.generator.set_state(state["generator"])
+        self.generator.set_state(state["generator"].cpu())  # torch.load(map_location="cuda") moves it

@@ -43,6 +43,14 @@ def git_commit() -> str:
         return "unknown"
 
 
+def current_command() -> str:
+    """This process's command line, ``python -m nelib.<module> ...`` for nelib's own entry points."""
+    argv0 = Path(sys.argv[0]) if sys.argv and sys.argv[0] else Path("python")
+    if argv0.suffix == ".py" and argv0.parent.name == "nelib":
+        return " ".join(["python -m", f"nelib.{argv0.stem}", *sys.argv[1:]])
+    return " ".join(sys.argv)
+
+
 def atomic_write(path: Path, write) -> None:
     """Call ``write(tmp_path)`` and rename the temporary file onto ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -121,13 +129,14 @@ class ResultStore:
         except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
             raise ValueError(f"corrupt result file {self.csv_path(cfg)} ({e}); delete it to re-run") from None
 
-    def save(self, cfg: TrainConfig, rows: pd.DataFrame, wall_time_s: float, commit: str | None = None) -> None:
+    def save(self, cfg: TrainConfig, rows: pd.DataFrame, wall_time_s: float, commit: str | None = None,
+             command: str | None = None) -> None:
         """Write the rows and the record (config, hash, commit, command, wall time), atomically.
 
         ``commit`` should be taken when the run started (the code that produced the rows).
         """
         atomic_write(self.csv_path(cfg), lambda p: rows.to_csv(p, index=False))
-        rec = {"hash": cfg.hash(), "commit": commit or git_commit(), "command": " ".join(sys.argv),
+        rec = {"hash": cfg.hash(), "commit": commit or git_commit(), "command": command or current_command(),
                "wall_time_s": round(wall_time_s, 1), "config": cfg.to_dict()}
         atomic_write(self.json_path(cfg), lambda p: p.write_text(json.dumps(rec, indent=1) + "\n"))
 

@@ -238,8 +238,9 @@ class TD3:
             iv.load_state_dict(iv_state, self)
         for key in ("actor", "critic", "actor_target", "critic_target", "actor_opt", "critic_opt"):
             getattr(self, key).load_state_dict(state[key])
-        self.gen.set_state(state["gen"])
-        self.mask_gen.set_state(state["mask_gen"])
+        # .cpu(): generator states are CPU tensors, but torch.load(map_location="cuda") moves them
+        self.gen.set_state(state["gen"].cpu())
+        self.mask_gen.set_state(state["mask_gen"].cpu())
         for k, s in self.topology.items():
             s.load_state_dict(state["topology"][k])
         if self.review is not None:

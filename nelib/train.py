@@ -19,9 +19,13 @@ from tqdm.auto import tqdm
 
 from nelib import presets
 from nelib.config import TrainConfig, fields, make_config
+from nelib.cyclic import CyclicEnv
 from nelib.envs import check_task, make_env
+from nelib.injection import InjectionIntervention
 from nelib.methods import METHODS
+from nelib.redo import RedoIntervention
 from nelib.replay import ReplayBuffer
+from nelib.reset import ResetIntervention
 from nelib.store import ResultStore, atomic_write, git_commit
 from nelib.td3 import TD3
 
@@ -34,13 +38,25 @@ def resolve_device(name: str) -> torch.device:
 
 
 def build_agent(cfg: TrainConfig, obs_dim: int, act_dim: int, max_action: float, device) -> TD3:
-    """The TD3 agent that ``cfg`` describes (NE operators attached when ``cfg.expansion``)."""
-    return TD3(
+    """The TD3 agent that ``cfg`` describes (NE operators attached when ``cfg.expansion``, baselines'
+    interventions when enabled)."""
+    total_updates = max(1, cfg.steps - cfg.start_steps)
+    agent = TD3(
         obs_dim, act_dim, max_action, cfg.agent, cfg.sparsity,
         topology=cfg.topology if cfg.expansion else None,
         review=cfg.review if cfg.expansion else None,
-        total_updates=max(1, cfg.steps - cfg.start_steps), device=device, seed=cfg.seed,
+        total_updates=total_updates, device=device, seed=cfg.seed,
     )
+    # Interventions draw from their own generators (seed + 3), so they never shift the other streams.
+    if cfg.reset.enabled:
+        agent.interventions.append(ResetIntervention(cfg.reset, seed=cfg.seed + 3))
+    if cfg.redo.enabled:
+        agent.interventions.append(RedoIntervention(cfg.redo, seed=cfg.seed + 3))
+    if cfg.injection.enabled:
+        if cfg.expansion:
+            raise ValueError("plasticity injection changes the networks' structure; it does not combine with NE")
+        agent.interventions.append(InjectionIntervention(cfg.injection, total_updates, seed=cfg.seed + 3))
+    return agent
 
 
 def evaluate(agent: TD3, env, episodes: int, seed: int) -> tuple[float, float]:
@@ -57,8 +73,12 @@ def evaluate(agent: TD3, env, episodes: int, seed: int) -> tuple[float, float]:
     return float(np.mean(returns)), float(np.std(returns))
 
 
-def run(cfg: TrainConfig, store: ResultStore | None = None, overwrite: bool = False) -> pd.DataFrame:
-    """Train (or load, if stored with the same config hash) one run; return its evaluation rows."""
+def run(cfg: TrainConfig, store: ResultStore | None = None, overwrite: bool = False,
+        command: str | None = None) -> pd.DataFrame:
+    """Train (or load, if stored with the same config hash) one run; return its evaluation rows.
+
+    ``command`` is what the results record says produced the run (default: this process's command line).
+    """
     check_task(cfg.task)
     if cfg.method not in METHODS:
         raise ValueError(f"unknown method {cfg.method!r}; known methods: {', '.join(METHODS)}")
@@ -91,8 +111,10 @@ def run(cfg: TrainConfig, store: ResultStore | None = None, overwrite: bool = Fa
         agent.load_state_dict(ckpt["agent"])
         buffer.load_state_dict(ckpt["buffer"])
         rng.bit_generator.state = ckpt["rng"]
-        metric_gen.set_state(ckpt["metric_gen"])
+        metric_gen.set_state(ckpt["metric_gen"].cpu())  # map_location moved it; generator states live on the CPU
         env.unwrapped.np_random.bit_generator.state = ckpt["env_rng"]
+        if ckpt.get("env_state") is not None:
+            env.unwrapped.load_state_dict(ckpt["env_state"])
         t, rows, wall_before, commit = ckpt["t"], ckpt["rows"], ckpt["wall_time_s"], ckpt["commit"]
         last_return, episodes = ckpt["last_return"], ckpt["episodes"]
         needs_reset = True
@@ -101,14 +123,21 @@ def run(cfg: TrainConfig, store: ResultStore | None = None, overwrite: bool = Fa
         state = {"hash": cfg.hash(), "agent": agent.state_dict(), "buffer": buffer.state_dict(),
                  "rng": rng.bit_generator.state, "metric_gen": metric_gen.get_state(),
                  "env_rng": env.unwrapped.np_random.bit_generator.state, "t": t, "rows": rows,
+                 "env_state": env.unwrapped.state_dict() if isinstance(env.unwrapped, CyclicEnv) else None,
                  "wall_time_s": wall_before + time.perf_counter() - start, "last_return": last_return,
                  "episodes": episodes, "commit": commit}
         atomic_write(ckpt_path, lambda p: torch.save(state, p))
 
+    cyclic_env = isinstance(env.unwrapped, CyclicEnv)
+
     def evaluate_row(sps: float):
+        if cyclic_env:  # evaluate on the task being trained now
+            eval_env.unwrapped.load_state_dict({"stage": env.unwrapped.stage, "visit_steps": 0})
         ret_mean, ret_std = evaluate(agent, eval_env, cfg.eval_episodes, cfg.seed + 100)
         row = {"step": t, "return_mean": ret_mean, "return_std": ret_std, "episodes": episodes,
+               **({"task_now": env.unwrapped.task, "stage": env.unwrapped.stage} if cyclic_env else {}),
                "train_return": last_return, "review": bool(agent.review and agent.review.active),
+               "review_rate": agent.review.rate if agent.review and agent.review.rate is not None else float("nan"),
                **agent.topology_log, "steps_per_s": sps, **losses}
         if buffer.size:
             idx = torch.randint(0, buffer.size, (cfg.metrics_batch,), generator=metric_gen).to(device)
@@ -157,7 +186,7 @@ def run(cfg: TrainConfig, store: ResultStore | None = None, overwrite: bool = Fa
             window_start, window_t = time.perf_counter(), t
     bar.close()
     df = pd.DataFrame(rows)
-    store.save(cfg, df, wall_before + time.perf_counter() - start, commit)
+    store.save(cfg, df, wall_before + time.perf_counter() - start, commit, command)
     ckpt_path.unlink(missing_ok=True)
     return df
 

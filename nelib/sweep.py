@@ -1,0 +1,51 @@
+"""Run a named experiment grid: ``python -m nelib.sweep --experiment benchmark --preset laptop``.
+
+Runs already in the results store are skipped; the rest run in parallel on a local process pool (one
+run per core, one torch thread each). Interrupted runs resume from their checkpoints when the same
+command is started again; a failing run is reported with its error and the others go on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from nelib import presets
+from nelib.experiments import EXPERIMENTS, experiment_configs, run_configs
+from nelib.store import ResultStore, store_for
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m nelib.sweep", description=__doc__.split("\n")[0])
+    p.add_argument("--experiment", required=True, help=f"one of: {', '.join(EXPERIMENTS)}")
+    p.add_argument("--preset", default=presets.DEFAULT, help=f"one of: {', '.join(presets.PRESETS)}")
+    p.add_argument("--tasks", default=None, help="comma-separated tasks (default: the preset's)")
+    p.add_argument("--seeds", default=None, help="comma-separated seeds (default: the preset's)")
+    p.add_argument("--workers", type=int, default=None, help="parallel runs (default: number of cores)")
+    p.add_argument("--data-dir", default=None, help="results store root (default: the preset's store)")
+    p.add_argument("--fresh", action="store_true", help="re-run and replace stored runs")
+    p.add_argument("--dry-run", action="store_true", help="list the runs and whether they are stored")
+    args = p.parse_args(argv)
+    try:
+        tasks = args.tasks.split(",") if args.tasks else None
+        seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
+        store = ResultStore(args.data_dir) if args.data_dir else store_for(args.preset)
+        configs = experiment_configs(args.experiment, args.preset, tasks, seeds)
+        if args.dry_run:
+            for c in configs:
+                stored = store.record(c) is not None
+                print(f"{'stored ' if stored else 'missing'} {c.task} {c.method}{'@' + c.variant if c.variant else ''} "
+                      f"seed {c.seed}")
+            return
+        failures = run_configs(configs, store, args.workers, args.fresh)
+    except ValueError as e:
+        sys.exit(f"error: {e}")
+    print(f"{len(configs) - len(failures)} of {len(configs)} runs stored under {store.root}")
+    for cfg, err in failures:
+        print(f"FAILED {cfg.task} {cfg.method} seed {cfg.seed}: {err}")
+    if failures:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""Experiment grids, the local process pool, sweeps that skip stored runs and survive failures, cyclic tasks."""
+
+import numpy as np
+import pytest
+from conftest import FAKE
+
+from nelib.config import make_config
+from nelib.cyclic import CyclicEnv, parse_cycle
+from nelib.envs import check_task
+from nelib.experiments import EXPERIMENTS, experiment_configs, run_configs, run_experiment
+from nelib.methods import METHODS
+
+TINY = dict(steps=200, start_steps=100, eval_every=100, eval_episodes=1, checkpoint_every=0, progress=False)
+
+
+def test_experiment_grids_use_known_methods_and_distinct_store_keys():
+    for name, arms in EXPERIMENTS.items():
+        assert all(arm.method in METHODS for arm in arms), name
+        configs = experiment_configs(name, "ci")
+        keys = {(c.task, c.method, c.variant, c.seed) for c in configs}
+        assert len(keys) == len(configs), name
+    with pytest.raises(ValueError, match="unknown experiment"):
+        experiment_configs("nope", "ci")
+
+
+def test_in_process_sweep_skips_stored_runs_and_reports_failures(store, monkeypatch):
+    import nelib.experiments as experiments
+
+    good = [make_config(FAKE, m, 0, "ci", **TINY) for m in ("td3", "ne")]
+    bad = make_config(FAKE, "sparse", 0, "ci", **TINY)
+    real = experiments._run_one
+
+    def flaky(cfg, root, overwrite, command):
+        if cfg.method == "sparse":
+            raise RuntimeError("simulated crash")
+        real(cfg, root, overwrite, command)
+
+    monkeypatch.setattr(experiments, "_run_one", flaky)
+    failures = run_configs([good[0], bad, good[1]], store, workers=1, progress=False)
+    assert [f[0].method for f in failures] == ["sparse"] and "simulated crash" in failures[0][1]
+    assert all(store.load(c) is not None for c in good)  # the failure lost nothing
+    mtimes = [store.csv_path(c).stat().st_mtime_ns for c in good]
+    assert run_configs(good, store, workers=1, progress=False) == []
+    assert [store.csv_path(c).stat().st_mtime_ns for c in good] == mtimes  # not re-run
+
+
+def test_process_pool_gives_the_same_results_as_in_process(store, tmp_path):
+    from nelib.store import ResultStore
+
+    configs = [make_config("Hopper-v5", "ne", s, "ci", **TINY, threads=1) for s in (0, 1)]
+    assert run_configs(configs, store, workers=2, progress=False) == []
+    other = ResultStore(tmp_path / "other")
+    assert run_configs(configs, other, workers=1, progress=False) == []
+    for c in configs:
+        a, b = store.load(c), other.load(c)
+        assert a.drop(columns="steps_per_s").equals(b.drop(columns="steps_per_s"))
+
+
+def test_run_experiment_returns_labelled_rows(store):
+    df = run_experiment("experience-review", "ci", store=store, workers=1, progress=False,
+                        tasks=[FAKE], **{k: v for k, v in TINY.items() if k != "progress"})
+    assert set(df["label"]) == {"ne", "ne-no-review"} and set(df["task"]) == {FAKE}
+
+
+def test_cyclic_env_pads_switches_at_episode_end_and_is_checkable():
+    tasks, visit, repeats = parse_cycle("cycle:Hopper-v5,HalfCheetah-v5@30x2")
+    assert (tasks, visit, repeats) == (["Hopper-v5", "HalfCheetah-v5"], 30, 2)
+    env = CyclicEnv(tasks, visit, repeats)
+    assert env.observation_space.shape == (17,) and env.action_space.shape == (6,)
+    obs, info = env.reset(seed=0)
+    assert info["task"] == "Hopper-v5" and np.all(obs[11:] == 0)  # Hopper has 11 observations
+    seen = []
+    for _ in range(3000):
+        obs, _, term, trunc, info = env.step(np.zeros(6, dtype=np.float32))
+        if term or trunc:
+            seen.append(info["task"])
+            obs, info = env.reset()
+    assert env.stage == 3  # the last visit is never left
+    assert seen[0] == "Hopper-v5" and "HalfCheetah-v5" in seen
+    check_task("cycle:Hopper-v5,Walker2d-v5@10")
+    for bad in ("cycle:Hopper-v5@", "cycle:@10", "cycle:Nope-v5@10"):
+        with pytest.raises(ValueError):
+            check_task(bad)
