@@ -52,6 +52,14 @@ EXPERIMENTS: dict[str, tuple[Arm, ...]] = {
                     *(Arm("ne", f"omega{v:g}", (("topology.pruning.omega", v),)) for v in (0.1, 0.8)),
                     *(Arm("ne", f"window{v:g}", (("review.early_fraction", v),)) for v in (0.1, 0.6))),
 }
+# Baseline schedules scaled to the short presets. The papers' defaults (Reset every 200k updates, ReDo every
+# 1k) stay in the configs and in `paper`; at `laptop` scale (75k updates) a 200k-update reset never fires,
+# so it resets every 30k updates (twice per run), and `ci` makes every intervention fire at least once.
+SCALED_OVERRIDES: dict[str, dict[str, dict[str, object]]] = {
+    "reset": {"ci": {"reset.interval": 400}, "laptop": {"reset.interval": 30_000}},
+    "redo": {"ci": {"redo.interval": 250}},
+}
+
 # The cyclic experiment trains through a task sequence instead of the preset's task list.
 CYCLES = {
     "ci": "cycle:Hopper-v5,Walker2d-v5@400x2",
@@ -77,7 +85,8 @@ def experiment_configs(name: str, preset: str, tasks=None, seeds=None, **overrid
         overrides = {"steps": visit * n_tasks * repeats, "start_steps": min(p.start_steps, visit // 2),
                      **overrides}
     return [
-        make_config(task, arm.method, seed, preset, variant=arm.variant, **dict(arm.overrides), **overrides)
+        make_config(task, arm.method, seed, preset, variant=arm.variant,
+                    **{**SCALED_OVERRIDES.get(arm.method, {}).get(preset, {}), **dict(arm.overrides), **overrides})
         for arm in EXPERIMENTS[name] if arm.method in METHODS
         for task in (tasks or p.tasks) for seed in (seeds or p.seeds)
     ]
