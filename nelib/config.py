@@ -8,9 +8,10 @@ import json
 import typing
 from typing import Any
 
-from nelib import presets
+from nelib import dmc, presets
+from nelib.drq import DrQConfig
 from nelib.injection import InjectionConfig
-from nelib.methods import method_overrides
+from nelib.methods import check_method_algo, method_overrides
 from nelib.redo import RedoConfig
 from nelib.reset import ResetConfig
 from nelib.review import ReviewConfig
@@ -19,6 +20,15 @@ from nelib.topology import TopologyConfig
 
 # Fields that change how a run executes, not what it computes: left out of the hash.
 NOT_HASHED = ("device", "threads", "checkpoint_every", "progress")
+# Fields added with DrQ: left out of the hash of TD3 runs, so that their hashes (and checkpoints) stay as
+# they were before these fields existed.
+DRQ_ONLY = ("algo", "drq")
+ALGOS = ("td3", "drq")
+
+
+def algo_of(task: str) -> str:
+    """The algorithm a task needs: ``drq`` for pixel DeepMind Control (``dmc:...``), else ``td3``."""
+    return "drq" if task.startswith(dmc.PREFIX) else "td3"
 
 
 @dataclasses.dataclass
@@ -26,7 +36,11 @@ class TrainConfig:
     """Everything that defines one run. Build it with :func:`make_config`."""
 
     task: str = "HalfCheetah-v5"
-    """Gymnasium MuJoCo task id (e.g. ``HalfCheetah-v5``)."""
+    """Gymnasium MuJoCo task id (e.g. ``HalfCheetah-v5``), or ``dmc:<domain>-<task>`` for DeepMind Control
+    from pixels (e.g. ``dmc:cheetah-run``, trained with DrQ)."""
+    algo: str = "td3"
+    """``td3`` (state-based gymnasium tasks) or ``drq`` (pixel ``dmc:`` tasks); make_config sets it from the
+    task."""
     method: str = "td3"
     """Method name from :data:`nelib.methods.METHODS`; it sets the fields below it overrides."""
     variant: str = ""
@@ -36,11 +50,11 @@ class TrainConfig:
     preset: str = presets.DEFAULT
     """Preset the scale fields came from; also the results-store folder."""
     steps: int = 100_000
-    """Environment steps of the run."""
+    """Environment steps of the run (DrQ: agent steps, each ``drq.action_repeat`` frames)."""
     start_steps: int = 25_000
     """Uniform-random action steps before the policy acts and training starts."""
     eval_every: int = 5_000
-    """Environment steps between evaluations."""
+    """Environment (DrQ: agent) steps between evaluations."""
     eval_episodes: int = 10
     """Deterministic episodes per evaluation."""
     buffer_size: int = 1_000_000
@@ -49,6 +63,8 @@ class TrainConfig:
     """Replay samples on which plasticity metrics are measured at each evaluation."""
     agent: TD3Config = dataclasses.field(default_factory=TD3Config)
     """TD3 hyper-parameters."""
+    drq: DrQConfig = dataclasses.field(default_factory=DrQConfig)
+    """DrQ hyper-parameters and pixel settings (``algo = drq``)."""
     sparsity: SparsityConfig = dataclasses.field(default_factory=SparsityConfig)
     """Initial sparsity (ERK)."""
     expansion: bool = False
@@ -80,13 +96,19 @@ class TrainConfig:
             raise ValueError(f"variant must be a plain label, got {self.variant!r}")
         if self.start_steps < 0 or self.checkpoint_every < 0 or self.threads < 0:
             raise ValueError("start_steps, checkpoint_every and threads must be >= 0")
+        if self.algo not in ALGOS:
+            raise ValueError(f"algo must be one of {ALGOS}, got {self.algo!r}")
+        if self.algo != algo_of(self.task):
+            raise ValueError(f"task {self.task!r} needs algo {algo_of(self.task)!r}, got {self.algo!r}")
+        check_method_algo(self.method, self.algo)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def hash(self) -> str:
         """Short stable hash of every field that affects results."""
-        d = {k: v for k, v in self.to_dict().items() if k not in NOT_HASHED}
+        d = {k: v for k, v in self.to_dict().items()
+             if k not in NOT_HASHED and not (self.algo == "td3" and k in DRQ_ONLY)}
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -168,16 +190,27 @@ def from_dict(d: dict[str, Any], cls=TrainConfig):
     return cls(**kwargs)
 
 
-def make_config(task: str = "HalfCheetah-v5", method: str = "td3", seed: int = 0,
+def make_config(task: str = "HalfCheetah-v5", method: str | None = None, seed: int = 0,
                 preset: str = presets.DEFAULT, **overrides: Any) -> TrainConfig:
     """The config of a run: defaults, then the preset's scale, then the method, then ``overrides``.
 
     ``overrides`` use dotted names with ``__`` or ``.`` as separator, e.g. ``agent__lr=1e-3`` or
-    ``**{"topology.growth.rate": 0.01}``.
+    ``**{"topology.growth.rate": 0.01}``. ``method`` defaults to the dense baseline (``td3``, or ``drq`` for
+    ``dmc:`` tasks). For ``dmc:`` tasks the preset's DMC scale applies, given in frames and divided by the
+    task's action repeat into agent steps.
     """
     p = presets.get(preset)
-    scale = {"steps": p.steps, "start_steps": p.start_steps, "eval_every": p.eval_every,
-             "eval_episodes": p.eval_episodes, "checkpoint_every": p.checkpoint_every}
-    base = TrainConfig(task=task, method=method, seed=seed, preset=preset)
     user = {k.replace("__", "."): v for k, v in overrides.items()}
+    algo = algo_of(task)
+    method = method or algo
+    if algo == "drq":
+        repeat = int(user.get("drq.action_repeat", 0) or 0) or dmc.default_action_repeat(task)
+        scale = {"steps": max(1, p.dmc_frames // repeat), "start_steps": p.dmc_start_frames // repeat,
+                 "eval_every": max(1, p.dmc_eval_every // repeat), "eval_episodes": p.eval_episodes,
+                 "checkpoint_every": p.checkpoint_every // repeat, "buffer_size": 100_000,
+                 **dict(p.dmc_overrides)}
+    else:
+        scale = {"steps": p.steps, "start_steps": p.start_steps, "eval_every": p.eval_every,
+                 "eval_episodes": p.eval_episodes, "checkpoint_every": p.checkpoint_every}
+    base = TrainConfig(task=task, algo=algo, method=method, seed=seed, preset=preset)
     return apply_overrides(base, {**scale, **method_overrides(method), **user})

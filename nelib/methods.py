@@ -6,6 +6,9 @@ NE = {"sparsity.density": 0.2, "expansion": True}
 
 METHODS: dict[str, dict[str, object]] = {
     "td3": {},
+    # Dense DrQ, the pixel (DeepMind Control) baseline; every other method works with both algorithms
+    # unless ALGO_ONLY says otherwise.
+    "drq": {},
     "sparse": {"sparsity.density": 0.2},
     "ne": {**NE},
     "ne-random-growth": {**NE, "topology.growth.criterion": "random"},
@@ -21,6 +24,18 @@ METHODS: dict[str, dict[str, object]] = {
     "layernorm": {"agent.layernorm": "all"},
 }
 """Method name -> dotted config overrides (see :class:`nelib.config.TrainConfig`)."""
+
+
+ALGO_ONLY: dict[str, str] = {"td3": "td3", "drq": "drq", "plasticity-injection": "td3", "layernorm": "td3"}
+"""Methods that exist for one algorithm only (the TD3 and DrQ baselines, and TD3-only networks)."""
+
+
+def check_method_algo(method: str, algo: str) -> None:
+    """A clear error when ``method`` does not exist for ``algo`` (e.g. ``td3`` on a pixel task)."""
+    need = ALGO_ONLY.get(method)
+    if need is not None and need != algo:
+        raise ValueError(f"method {method!r} is for {need} tasks only; this task uses {algo}"
+                         + (" (its dense baseline is 'drq')" if algo == "drq" else " (its dense baseline is 'td3')"))
 
 
 def method_overrides(name: str) -> dict[str, object]:

@@ -30,7 +30,17 @@ class Preset:
     seeds: tuple[int, ...]
     """Seeds of the benchmark experiments; seeds, never episodes, are the statistical unit."""
     checkpoint_every: int
-    """Environment steps between resumable checkpoints (0: never)."""
+    """Environment steps between resumable checkpoints (0: never); DMC runs: frames."""
+    dmc_tasks: tuple[str, ...] = ("dmc:cheetah-run",)
+    """DeepMind Control tasks (pixels, DrQ) of the DMC benchmark."""
+    dmc_frames: int = 100_000
+    """Frames per DMC run; a run takes ``dmc_frames / action_repeat`` agent steps (one update each)."""
+    dmc_start_frames: int = 4_000
+    """Frames of uniform-random actions before DrQ acts and trains (DrQ: 1000 agent steps)."""
+    dmc_eval_every: int = 10_000
+    """Frames between evaluations of DMC runs."""
+    dmc_overrides: tuple[tuple[str, object], ...] = ()
+    """Config overrides of DMC runs at this scale (``ci``: a small batch, to stay fast)."""
 
 
 PRESETS: dict[str, Preset] = {

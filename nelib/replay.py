@@ -52,6 +52,11 @@ class ReplayBuffer:
         idx = self.indices(batch_size, review)
         return self.obs[idx], self.action[idx], self.reward[idx], self.next_obs[idx], self.not_done[idx]
 
+    def metrics_batch(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """``n`` uniformly drawn ``(obs, action)`` pairs for plasticity metrics, drawn with ``generator``."""
+        idx = torch.randint(0, self.size, (n,), generator=generator).to(self.device)
+        return self.obs[idx], self.action[idx]
+
     def state_dict(self) -> dict:
         n = self.size
         return {"obs": self.obs[:n].cpu(), "next_obs": self.next_obs[:n].cpu(), "action": self.action[:n].cpu(),

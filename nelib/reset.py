@@ -141,7 +141,8 @@ def reset_modules(
 
 
 class ResetIntervention:
-    """Calls :func:`reset_modules` on the TD3 agent's actor and critic every ``cfg.interval`` updates."""
+    """Calls :func:`reset_modules` on the agent's actor and critic every ``cfg.interval`` updates (modules
+    named with a prefix in the agent's ``reset_skip``, if it has one, are kept)."""
 
     def __init__(self, cfg: ResetConfig, seed: int = 0):
         self.cfg = cfg
@@ -151,11 +152,13 @@ class ResetIntervention:
     def after_update(self, agent, obs: torch.Tensor, act: torch.Tensor) -> None:
         if agent.updates % self.cfg.interval:
             return
+        skip = getattr(agent, "reset_skip", ())  # module-name prefixes an agent keeps (DrQ: its encoder)
         for key in ("actor", "critic"):
             if getattr(self.cfg, key):
                 net = getattr(agent, key)
-                reset_modules(net, reset_layer_names(net, self.cfg.layers), getattr(agent, f"{key}_opt"),
-                              self.generator, getattr(agent, f"{key}_target"))
+                names = [n for n in reset_layer_names(net, self.cfg.layers) if not n.startswith(skip)]
+                reset_modules(net, names, getattr(agent, f"{key}_opt"), self.generator,
+                              getattr(agent, f"{key}_target"))
         self.resets += 1
 
     def state_dict(self) -> dict:

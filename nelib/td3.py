@@ -101,7 +101,7 @@ class TD3:
         device: str | torch.device = "cpu",
         seed: int = 0,
     ):
-        self.cfg, self.device, self.max_action = cfg, torch.device(device), max_action
+        self.cfg, self.device, self.max_action, self.act_dim = cfg, torch.device(device), max_action, act_dim
         sparsity = sparsity or SparsityConfig()
         torch.manual_seed(seed)
         ln = cfg.layernorm
@@ -152,6 +152,12 @@ class TD3:
         """Deterministic action for one observation."""
         x = torch.as_tensor(obs, dtype=torch.float32, device=self.device).unsqueeze(0)
         return self.actor(x)[0].cpu().numpy()
+
+    def explore(self, obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Action for data collection: the deterministic action plus Gaussian noise drawn from ``rng``
+        (the runner clips it to the action space)."""
+        noise = rng.normal(0.0, self.max_action * self.cfg.expl_noise, size=self.act_dim)
+        return self.select_action(obs) + noise
 
     # -- learning -----------------------------------------------------------------------------------
     def train(self, buffer: ReplayBuffer) -> dict[str, float]:

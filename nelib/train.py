@@ -20,9 +20,11 @@ from tqdm.auto import tqdm
 from nelib import presets
 from nelib.config import TrainConfig, fields, make_config
 from nelib.cyclic import CyclicEnv
+from nelib.drq import DrQ
 from nelib.envs import check_task, make_env
 from nelib.injection import InjectionIntervention
 from nelib.methods import METHODS
+from nelib.pixel_replay import PixelReplayBuffer
 from nelib.redo import RedoIntervention
 from nelib.replay import ReplayBuffer
 from nelib.reset import ResetIntervention
@@ -37,16 +39,18 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build_agent(cfg: TrainConfig, obs_dim: int, act_dim: int, max_action: float, device) -> TD3:
-    """The TD3 agent that ``cfg`` describes (NE operators attached when ``cfg.expansion``, baselines'
-    interventions when enabled)."""
+def build_agent(cfg: TrainConfig, obs_dim, act_dim: int, max_action: float, device) -> TD3 | DrQ:
+    """The agent that ``cfg`` describes, TD3 or DrQ (``cfg.algo``; for DrQ ``obs_dim`` is the image shape),
+    with NE operators attached when ``cfg.expansion`` and baselines' interventions when enabled."""
     total_updates = max(1, cfg.steps - cfg.start_steps)
-    agent = TD3(
-        obs_dim, act_dim, max_action, cfg.agent, cfg.sparsity,
-        topology=cfg.topology if cfg.expansion else None,
-        review=cfg.review if cfg.expansion else None,
-        total_updates=total_updates, device=device, seed=cfg.seed,
-    )
+    ne = {"topology": cfg.topology if cfg.expansion else None, "review": cfg.review if cfg.expansion else None,
+          "total_updates": total_updates, "device": device, "seed": cfg.seed}
+    if cfg.algo == "drq":
+        if cfg.injection.enabled:
+            raise ValueError("plasticity injection is implemented for TD3 only")
+        agent = DrQ(tuple(obs_dim), act_dim, cfg.drq, cfg.sparsity, **ne)
+    else:
+        agent = TD3(obs_dim, act_dim, max_action, cfg.agent, cfg.sparsity, **ne)
     # Interventions draw from their own generators (seed + 3), so they never shift the other streams.
     if cfg.reset.enabled:
         agent.interventions.append(ResetIntervention(cfg.reset, seed=cfg.seed + 3))
@@ -59,7 +63,31 @@ def build_agent(cfg: TrainConfig, obs_dim: int, act_dim: int, max_action: float,
     return agent
 
 
-def evaluate(agent: TD3, env, episodes: int, seed: int) -> tuple[float, float]:
+def make_buffer(cfg: TrainConfig, env, device) -> ReplayBuffer | PixelReplayBuffer:
+    """The replay buffer of a run: flat observations (TD3), or single uint8 frames stacked on sampling (DrQ)."""
+    act_dim, capacity = env.action_space.shape[0], min(cfg.buffer_size, cfg.steps)
+    if cfg.algo == "drq":
+        e = env.unwrapped
+        frame_shape = (env.observation_space.shape[0] // e.frame_stack, *env.observation_space.shape[1:])
+        return PixelReplayBuffer(frame_shape, e.frame_stack, act_dim, capacity, device, seed=cfg.seed)
+    return ReplayBuffer(env.observation_space.shape[0], act_dim, capacity, device, seed=cfg.seed)
+
+
+def env_rng_state(env):
+    """The training env's random state, for checkpoints (gymnasium: its ``np_random``)."""
+    base = env.unwrapped
+    return base.rng_state() if hasattr(base, "rng_state") else base.np_random.bit_generator.state
+
+
+def set_env_rng_state(env, state) -> None:
+    base = env.unwrapped
+    if hasattr(base, "set_rng_state"):
+        base.set_rng_state(state)
+    else:
+        base.np_random.bit_generator.state = state
+
+
+def evaluate(agent: TD3 | DrQ, env, episodes: int, seed: int) -> tuple[float, float]:
     """Mean and std of the return of ``episodes`` deterministic episodes (first reset seeded ``seed``)."""
     returns = []
     for ep in range(episodes):
@@ -89,12 +117,15 @@ def run(cfg: TrainConfig, store: ResultStore | None = None, overwrite: bool = Fa
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
-    env, eval_env = make_env(cfg.task), make_env(cfg.task)
-    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    pixels = {"action_repeat": cfg.drq.action_repeat, "frame_stack": cfg.drq.frame_stack,
+              "image_size": cfg.drq.image_size} if cfg.algo == "drq" else {}
+    env, eval_env = make_env(cfg.task, **pixels), make_env(cfg.task, **pixels)
+    obs_shape, act_dim = env.observation_space.shape, env.action_space.shape[0]
     low, high = env.action_space.low, env.action_space.high
     max_action = float(high[0])
-    agent = build_agent(cfg, obs_dim, act_dim, max_action, device)
-    buffer = ReplayBuffer(obs_dim, act_dim, min(cfg.buffer_size, cfg.steps), device, seed=cfg.seed)
+    agent = build_agent(cfg, obs_shape if cfg.algo == "drq" else obs_shape[0], act_dim, max_action, device)
+    buffer = make_buffer(cfg, env, device)
+    frames_per_step = env.unwrapped.action_repeat if cfg.algo == "drq" else None  # DMC rows also count frames
     rng = np.random.default_rng(cfg.seed)
     metric_gen = torch.Generator().manual_seed(cfg.seed + 2)
 
@@ -112,7 +143,7 @@ def run(cfg: TrainConfig, store: ResultStore | None = None, overwrite: bool = Fa
         buffer.load_state_dict(ckpt["buffer"])
         rng.bit_generator.state = ckpt["rng"]
         metric_gen.set_state(ckpt["metric_gen"].cpu())  # map_location moved it; generator states live on the CPU
-        env.unwrapped.np_random.bit_generator.state = ckpt["env_rng"]
+        set_env_rng_state(env, ckpt["env_rng"])
         if ckpt.get("env_state") is not None:
             env.unwrapped.load_state_dict(ckpt["env_state"])
         t, rows, wall_before, commit = ckpt["t"], ckpt["rows"], ckpt["wall_time_s"], ckpt["commit"]
@@ -122,7 +153,7 @@ def run(cfg: TrainConfig, store: ResultStore | None = None, overwrite: bool = Fa
     def checkpoint():
         state = {"hash": cfg.hash(), "agent": agent.state_dict(), "buffer": buffer.state_dict(),
                  "rng": rng.bit_generator.state, "metric_gen": metric_gen.get_state(),
-                 "env_rng": env.unwrapped.np_random.bit_generator.state, "t": t, "rows": rows,
+                 "env_rng": env_rng_state(env), "t": t, "rows": rows,
                  "env_state": env.unwrapped.state_dict() if isinstance(env.unwrapped, CyclicEnv) else None,
                  "wall_time_s": wall_before + time.perf_counter() - start, "last_return": last_return,
                  "episodes": episodes, "commit": commit}
@@ -134,14 +165,14 @@ def run(cfg: TrainConfig, store: ResultStore | None = None, overwrite: bool = Fa
         if cyclic_env:  # evaluate on the task being trained now
             eval_env.unwrapped.load_state_dict({"stage": env.unwrapped.stage, "visit_steps": 0})
         ret_mean, ret_std = evaluate(agent, eval_env, cfg.eval_episodes, cfg.seed + 100)
-        row = {"step": t, "return_mean": ret_mean, "return_std": ret_std, "episodes": episodes,
+        row = {"step": t, **({"frames": t * frames_per_step} if frames_per_step else {}),
+               "return_mean": ret_mean, "return_std": ret_std, "episodes": episodes,
                **({"task_now": env.unwrapped.task, "stage": env.unwrapped.stage} if cyclic_env else {}),
                "train_return": last_return, "review": bool(agent.review and agent.review.active),
                "review_rate": agent.review.rate if agent.review and agent.review.rate is not None else float("nan"),
                **agent.topology_log, "steps_per_s": sps, **losses}
         if buffer.size:
-            idx = torch.randint(0, buffer.size, (cfg.metrics_batch,), generator=metric_gen).to(device)
-            row.update(agent.plasticity(buffer.obs[idx], buffer.action[idx]))
+            row.update(agent.plasticity(*buffer.metrics_batch(cfg.metrics_batch, metric_gen)))
         agent.topology_log = {"grown": 0, "pruned": 0}
         rows.append(row)
         return row
@@ -164,8 +195,7 @@ def run(cfg: TrainConfig, store: ResultStore | None = None, overwrite: bool = Fa
         if t < cfg.start_steps:
             action = rng.uniform(low, high).astype(np.float32)
         else:
-            noise = rng.normal(0.0, max_action * cfg.agent.expl_noise, size=act_dim)
-            action = (agent.select_action(obs) + noise).clip(low, high).astype(np.float32)
+            action = agent.explore(obs, rng).clip(low, high).astype(np.float32)
         next_obs, reward, terminated, truncated, _ = env.step(action)
         # Bootstrap through time-limit truncation: only a true terminal state has no future value.
         buffer.add(obs, action, reward, next_obs, terminated)
@@ -195,8 +225,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.Nam
     """CLI -> config. Every config field is an option, nested ones dotted (``--agent.lr 1e-3``)."""
     p = argparse.ArgumentParser(prog="python -m nelib.train", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--task", default="HalfCheetah-v5", help="gymnasium MuJoCo task id")
-    p.add_argument("--method", default="td3", help=f"one of: {', '.join(METHODS)}")
+    p.add_argument("--task", default="HalfCheetah-v5",
+                   help="gymnasium MuJoCo task id, or dmc:<domain>-<task> (pixels, DrQ), e.g. dmc:cheetah-run")
+    p.add_argument("--method", default=None,
+                   help=f"one of: {', '.join(METHODS)} (default: td3, or drq for dmc: tasks)")
     p.add_argument("--seed", type=int, default=0, help="seed")
     p.add_argument("--preset", default=presets.DEFAULT, help=f"one of: {', '.join(presets.PRESETS)}")
     p.add_argument("--data-dir", default=None, help="results store root (default: $NELIB_DATA or ./data)")
