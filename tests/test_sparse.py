@@ -98,3 +98,20 @@ def test_copy_masks_to_target_and_apply_masks():
 def test_masked_conv_mask_shape():
     conv = MaskedConv2d(3, 4, 3)
     assert conv.mask.shape == conv.weight.shape and conv.mask.dtype == torch.bool
+
+
+def test_gradient_masking_follows_mask_changes():
+    layer = MaskedLinear(3, 2)
+    x = torch.randn(5, 3)
+
+    def masked_grad():
+        layer.weight.grad = None
+        layer(x).sum().backward()
+        mask_gradients(layer)
+        return layer.weight.grad
+
+    assert torch.all(masked_grad() != 0)  # full layer: untouched
+    layer.mask[0, 1] = False
+    assert masked_grad()[0, 1] == 0 and int((masked_grad() != 0).sum()) == 5
+    layer.mask[0, 1] = True  # regrown: its gradient flows again
+    assert masked_grad()[0, 1] != 0
