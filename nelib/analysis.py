@@ -6,6 +6,7 @@ uncertainty is across seeds, never across evaluation episodes.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
@@ -215,8 +216,8 @@ def sensitivity_table(scores: pd.DataFrame, defaults: dict[str, float], base: st
         if not variant:
             rows += [(p, v, True, r.task, r.seed, r.score) for p, v in defaults.items()]
             continue
-        param = variant.rstrip("0123456789.e-")
-        rows.append((param, float(variant[len(param):]), False, r.task, r.seed, r.score))
+        param, value = re.fullmatch(r"(\D+)(.+)", variant).groups()  # "rate0.002" -> ("rate", "0.002")
+        rows.append((param, float(value), False, r.task, r.seed, r.score))
     return pd.DataFrame(rows, columns=["param", "value", "default", "task", "seed", "score"])
 
 

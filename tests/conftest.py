@@ -100,6 +100,29 @@ class FakePixelEnv:
 dmc.register(FAKE_PIXELS, FakePixelEnv)
 
 
+def run_interrupted(cfg, store, monkeypatch, at_eval: int) -> dict:
+    """Run ``cfg`` and "kill" it (KeyboardInterrupt) at its ``at_eval``-th evaluation, as a crash or
+    Ctrl-C would; return the checkpoint it left behind."""
+    import torch
+
+    import nelib.train as train
+
+    calls = {"n": 0}
+    real_evaluate = train.evaluate
+
+    def dying_evaluate(*args, **kw):
+        calls["n"] += 1
+        if calls["n"] == at_eval:
+            raise KeyboardInterrupt
+        return real_evaluate(*args, **kw)
+
+    monkeypatch.setattr(train, "evaluate", dying_evaluate)
+    with pytest.raises(KeyboardInterrupt):
+        train.run(cfg, store)
+    monkeypatch.setattr(train, "evaluate", real_evaluate)
+    return torch.load(store.checkpoint_path(cfg), weights_only=False)
+
+
 @pytest.fixture
 def store(tmp_path):
     return ResultStore(tmp_path / "data")

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 import torch
-from conftest import FAKE
+from conftest import FAKE, run_interrupted
 from torch import nn
 
 import nelib.redo as redo
@@ -291,22 +291,9 @@ def test_resume_with_intervention_equals_uninterrupted_run(method, overrides, fi
     cfg = make_config(FAKE, method, 0, "ci", **FAST, **overrides)
     full = train.run(cfg, ResultStore(tmp_path / "full"))
 
-    calls = {"n": 0}
-    real_evaluate = train.evaluate
-
-    def dying_evaluate(*args, **kw):  # the 4th evaluation (step 300) "kills" the process
-        calls["n"] += 1
-        if calls["n"] == 4:
-            raise KeyboardInterrupt
-        return real_evaluate(*args, **kw)
-
     store = ResultStore(tmp_path / "data")
-    monkeypatch.setattr(train, "evaluate", dying_evaluate)
-    with pytest.raises(KeyboardInterrupt):
-        train.run(cfg, store)
-    ckpt = torch.load(store.checkpoint_path(cfg), weights_only=False)
+    ckpt = run_interrupted(cfg, store, monkeypatch, at_eval=4)  # killed at the step-300 evaluation
     assert ckpt["t"] == 200 and fired(ckpt["agent"]["interventions"][0])  # it fired before the checkpoint
-    monkeypatch.setattr(train, "evaluate", real_evaluate)
     resumed = train.run(cfg, store)
     pd.testing.assert_frame_equal(full.drop(columns=TIMING), resumed.drop(columns=TIMING))
 

@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import pytest
 import torch
-from conftest import FAKE, FAKE_TERMINAL
+from conftest import FAKE, FAKE_TERMINAL, run_interrupted
 
 import nelib.train as train
 from nelib.config import make_config
@@ -61,21 +61,8 @@ def test_resume_after_interruption_equals_uninterrupted_run(store, tmp_path, mon
     cfg = fast_config(checkpoint_every=200)
     full = train.run(cfg, ResultStore(tmp_path / "full"))
 
-    calls = {"n": 0}
-    real_evaluate = train.evaluate
-
-    def dying_evaluate(*args, **kw):  # the 4th evaluation (step 600) "kills" the process
-        calls["n"] += 1
-        if calls["n"] == 4:
-            raise KeyboardInterrupt
-        return real_evaluate(*args, **kw)
-
-    monkeypatch.setattr(train, "evaluate", dying_evaluate)
-    with pytest.raises(KeyboardInterrupt):
-        train.run(cfg, store)
-    ckpt = torch.load(store.checkpoint_path(cfg), weights_only=False)
+    ckpt = run_interrupted(cfg, store, monkeypatch, at_eval=4)  # killed at the step-600 evaluation
     assert ckpt["t"] == 400 and not store.csv_path(cfg).exists()
-    monkeypatch.setattr(train, "evaluate", real_evaluate)
     resumed = train.run(cfg, store)
     pd.testing.assert_frame_equal(full.drop(columns=TIMING), resumed.drop(columns=TIMING))
     assert not store.checkpoint_path(cfg).exists()

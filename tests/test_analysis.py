@@ -1,0 +1,45 @@
+"""Analysis helpers on hand-made evaluation rows."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from nelib import analysis
+
+
+def rows():
+    # two labels x two seeds x three evaluations; final score = mean of the last two returns
+    recs = []
+    for label, base in (("td3", 100.0), ("ne", 200.0)):
+        for seed in (0, 1):
+            for step, r in ((0, 0.0), (1000, base), (2000, base + 10 * seed)):
+                recs.append({"task": "T", "label": label, "seed": seed, "step": step, "return_mean": r,
+                             "critic_active_ratio": 1.0 - step / 1e4})
+    return pd.DataFrame(recs)
+
+
+def test_final_scores_and_comparison():
+    scores = analysis.final_scores(rows(), last=2)
+    got = scores.set_index(["label", "seed"])["score"].to_dict()
+    assert got == {("ne", 0): 200.0, ("ne", 1): 205.0, ("td3", 0): 100.0, ("td3", 1): 105.0}
+    (line,) = analysis.compare(scores, "ne", "td3")
+    assert line.startswith("T: ne 202 vs td3 102 (+98%, higher; 2 seed(s))")
+    (trend,) = analysis.trend(rows(), "critic_active_ratio", "ne", early=1, late=1)
+    assert "fell from 1.000" in trend and "to 0.800" in trend
+
+
+def test_normalised_scores_layout_and_forgetting():
+    scores = analysis.final_scores(rows(), last=2)
+    norm = analysis.normalized_scores(scores, "td3")
+    assert norm["td3"].shape == (2, 1) and norm["td3"].mean() == pytest.approx(1.0)
+    np.testing.assert_allclose(norm["ne"][:, 0], [200 / 102.5, 205 / 102.5])
+    drop = analysis.forgetting(rows())
+    assert (drop["drop"] == 0).all()
+
+
+def test_sensitivity_table_parses_variant_labels():
+    scores = pd.DataFrame({"task": "T", "seed": 0, "score": [1.0, 2.0, 3.0],
+                           "label": ["ne", "ne@rate0.002", "ne@density0.1"]})
+    table = analysis.sensitivity_table(scores, {"rate": 0.008, "density": 0.2})
+    assert set(map(tuple, table[["param", "value", "default"]].values.tolist())) == {
+        ("rate", 0.008, True), ("density", 0.2, True), ("rate", 0.002, False), ("density", 0.1, False)}
