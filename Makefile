@@ -19,12 +19,12 @@ STAMP := $(VENV)/.installed
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 FRESH_BOOL := $(if $(filter 1 true True yes,$(FRESH)),True,False)
 
-.PHONY: help setup preset test figures lint bench clean
+.PHONY: help setup preset test figures lint bench bench-pixels clean
 
 help:
 	@echo "make figures [PRESET=ci|laptop|paper] [FRESH=1]  run notebooks/NN_*.ipynb, figures in figures/"
 	@echo "make test                                       unit tests and notebooks on the ci preset"
-	@echo "make lint | make bench | make clean"
+	@echo "make lint | make bench | make bench-pixels | make clean"
 
 # The stamp is older than requirements.txt when the pins change, which re-runs the install. pip's cache is
 # kept, so a rebuild downloads nothing it already has.
@@ -60,6 +60,10 @@ lint: setup
 
 bench: setup
 	$(PY) -m nelib.bench
+
+# DrQ on pixels: agent steps/s on dmc:cheetah-run with rendering, replay bytes, reference-style yardstick.
+bench-pixels: setup
+	$(PY) -m nelib.bench_pixels
 
 # Build outputs only: .venv, figures/ and data/ (cached results, expensive to recompute) stay.
 clean:

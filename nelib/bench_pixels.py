@@ -19,11 +19,13 @@ import tempfile
 import time
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 
 from nelib.bench import cpu_name
 from nelib.config import make_config
+from nelib.dmc import default_action_repeat
 from nelib.store import ResultStore
 
 
@@ -44,7 +46,8 @@ def measure(method: str, task: str, steps: int, threads: int, device: str, **ove
     from nelib.train import run
 
     start = max(steps, 200)  # enough random transitions for a batch of 128
-    cfg = make_config(task, method, 0, "ci", steps=start + steps, start_steps=start, eval_every=start,
+    # The laptop preset's DrQ settings (ci's are shrunk for speed), with this run's length.
+    cfg = make_config(task, method, 0, "laptop", steps=start + steps, start_steps=start, eval_every=start,
                       eval_episodes=1, checkpoint_every=0, progress=False, threads=threads, device=device,
                       metrics_batch=256, **overrides)
     with tempfile.TemporaryDirectory() as tmp:
@@ -68,8 +71,9 @@ def grid_sample_shift(x: torch.Tensor, pad: int, shifts: torch.Tensor | None = N
     return F.grid_sample(x, grid.unsqueeze(0) + offset, padding_mode="zeros", align_corners=False)
 
 
-def reference_update(agent, obs_u8, act, rew, next_u8, not_done) -> None:
-    """One DrQ update written like denisyarats/drq (see the module docstring), on ``agent``'s networks."""
+def reference_update(agent, obs_u8, act, rew, next_u8, not_done) -> dict[str, float]:
+    """One DrQ update written like denisyarats/drq (see the module docstring), on ``agent``'s networks;
+    returns its losses."""
     from nelib.drq import squashed_sample
 
     cfg = agent.cfg
@@ -91,6 +95,7 @@ def reference_update(agent, obs_u8, act, rew, next_u8, not_done) -> None:
     loss.backward()
     agent.critic_opt.step()
     agent.updates += 1
+    out = {"critic_loss": loss.item()}
     if agent.updates % cfg.actor_update_every == 0:
         mu, std = agent.actor(obs)
         a, logp = squashed_sample(mu, std, torch.randn_like(mu))
@@ -105,9 +110,11 @@ def reference_update(agent, obs_u8, act, rew, next_u8, not_done) -> None:
         agent.alpha_opt.zero_grad()
         alpha_loss.backward()
         agent.alpha_opt.step()
+        out["actor_loss"] = actor_loss.item()
     if agent.updates % cfg.target_update_every == 0:
         with torch.no_grad():
             torch._foreach_lerp_(agent._target, agent._online, cfg.critic_tau)
+    return out
 
 
 def measure_reference(task: str, steps: int, threads: int) -> tuple[float, float]:
@@ -143,6 +150,34 @@ def measure_reference(task: str, steps: int, threads: int) -> tuple[float, float
     return steps / (time.perf_counter() - t0), float(per_transition)
 
 
+def reference_train(agent, buffer) -> dict[str, float]:
+    """``DrQ.train`` replaced by :func:`reference_update` (for the A/B run)."""
+    return reference_update(agent, *buffer.sample(agent.cfg.batch_size))
+
+
+def ab_run(task: str, frames: int, seed: int, threads: int, episodes: int = 3) -> pd.DataFrame:
+    """A/B check that nelib's fast DrQ update learns like the reference-style one: two dense DrQ runs of
+    ``frames`` frames, same seed, evaluated every tenth of the run; returns both runs' evaluation rows."""
+    from unittest import mock
+
+    from nelib.drq import DrQ
+    from nelib.train import run
+
+    out = []
+    for arm in ("nelib", "reference style"):
+        steps = frames // default_action_repeat(task)
+        # The laptop preset's DrQ settings (ci's are shrunk for speed), with this run's length.
+        cfg = make_config(task, "drq", seed, "laptop", steps=steps, start_steps=min(500, steps // 4),
+                          eval_every=max(1, steps // 10), eval_episodes=episodes, checkpoint_every=0,
+                          progress=False, threads=threads, metrics_batch=256,
+                          **({"drq.channels_last": False} if arm != "nelib" else {}))
+        with tempfile.TemporaryDirectory() as tmp, \
+                mock.patch.object(DrQ, "train", reference_train if arm != "nelib" else DrQ.train):
+            rows = run(cfg, ResultStore(tmp))
+        out.append(rows[["step", "frames", "return_mean", "steps_per_s"]].assign(arm=arm))
+    return pd.concat(out, ignore_index=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m nelib.bench_pixels", description=__doc__.split("\n")[0])
     p.add_argument("--task", default="dmc:cheetah-run")
@@ -152,7 +187,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--bf16", action="store_true", help="also measure drq with bf16 autocast")
     p.add_argument("--no-reference", action="store_true", help="skip the reference-style yardstick")
+    p.add_argument("--ab", type=int, default=0, metavar="FRAMES",
+                   help="instead: A/B learning check, nelib vs reference-style update, runs of FRAMES frames")
+    p.add_argument("--seed", type=int, default=0, help="seed of the A/B runs")
     args = p.parse_args(argv)
+    if args.ab:
+        df = ab_run(args.task, args.ab, args.seed, args.threads)
+        print(df.pivot(index="frames", columns="arm", values="return_mean").round(1).to_string())
+        sps = df[df.step > 0].groupby("arm")["steps_per_s"].median()
+        print("median agent steps/s:", ", ".join(f"{k} {v:.2f}" for k, v in sps.items()))
+        return
     from nelib.dmc import DMCEnv
     from nelib.pixel_replay import PixelReplayBuffer
 

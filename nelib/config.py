@@ -205,7 +205,7 @@ def make_config(task: str = "HalfCheetah-v5", method: str | None = None, seed: i
     method = method or algo
     if algo == "drq":
         repeat = int(user.get("drq.action_repeat", 0) or 0) or dmc.default_action_repeat(task)
-        scale = {"steps": max(1, p.dmc_frames // repeat), "start_steps": p.dmc_start_frames // repeat,
+        scale = {"steps": max(1, p.dmc_frames // repeat), "start_steps": p.dmc_start_steps,
                  "eval_every": max(1, p.dmc_eval_every // repeat), "eval_episodes": p.eval_episodes,
                  "checkpoint_every": p.checkpoint_every // repeat, "buffer_size": 100_000,
                  **dict(p.dmc_overrides)}

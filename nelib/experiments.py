@@ -68,6 +68,18 @@ CYCLES = {
 }
 EXPERIMENTS["cyclic"] = tuple(Arm(m) for m in ("td3", "ne", "reset", "redo"))
 
+# Pixel DeepMind Control with DrQ (paper Fig. 7): tasks and seeds from the preset's dmc_* fields. At `ci` only
+# DrQ and NE run (seconds each). Reset and ReDo intervals are in updates (one per agent step): `laptop`
+# (a few thousand updates) resets every 2k, `paper` every 50k (the configs' 200k would never fire in runs
+# of 62k-250k updates); ReDo keeps its 1k.
+EXPERIMENTS["dmc-benchmark"] = tuple(Arm(m) for m in ("drq", "ne", "reset", "redo"))
+DMC_CI_METHODS = ("drq", "ne")
+DMC_SCALED_OVERRIDES: dict[str, dict[str, dict[str, object]]] = {
+    "reset": {"ci": {"reset.interval": 20}, "laptop": {"reset.interval": 2_000},
+              "paper": {"reset.interval": 50_000}},
+    "redo": {"ci": {"redo.interval": 20}},
+}
+
 SENSITIVITY_DEFAULTS = {"density": 0.2, "rate": 0.008, "omega": 0.4, "window": 0.3}
 """The NE default of each parameter the ``sensitivity`` experiment varies (variant label prefix -> value)."""
 """Experiment name -> its arms. Methods not (yet) in :data:`nelib.methods.METHODS` are skipped."""
@@ -78,6 +90,11 @@ def experiment_configs(name: str, preset: str, tasks=None, seeds=None, **overrid
     if name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {name!r}; known: {', '.join(EXPERIMENTS)}")
     p = presets.get(preset)
+    arms = EXPERIMENTS[name]
+    scaled = SCALED_OVERRIDES
+    if name == "dmc-benchmark":
+        tasks, seeds, scaled = tasks or p.dmc_tasks, seeds or p.dmc_seeds, DMC_SCALED_OVERRIDES
+        arms = tuple(a for a in arms if preset != "ci" or a.method in DMC_CI_METHODS)
     if name == "cyclic" and tasks is None:
         tasks = [CYCLES[preset]]
         _, visit, repeats = parse_cycle(tasks[0])
@@ -86,8 +103,8 @@ def experiment_configs(name: str, preset: str, tasks=None, seeds=None, **overrid
                      **overrides}
     return [
         make_config(task, arm.method, seed, preset, variant=arm.variant,
-                    **{**SCALED_OVERRIDES.get(arm.method, {}).get(preset, {}), **dict(arm.overrides), **overrides})
-        for arm in EXPERIMENTS[name] if arm.method in METHODS
+                    **{**scaled.get(arm.method, {}).get(preset, {}), **dict(arm.overrides), **overrides})
+        for arm in arms if arm.method in METHODS
         for task in (tasks or p.tasks) for seed in (seeds or p.seeds)
     ]
 

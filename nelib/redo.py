@@ -158,8 +158,8 @@ def recycle_dormant(
 
 
 class RedoIntervention:
-    """Calls :func:`recycle_dormant` on the TD3 agent's critic and actor every ``cfg.interval`` updates,
-    scoring units on the update's training batch."""
+    """Calls :func:`recycle_dormant` on the agent's (TD3 or DrQ) critic and actor every ``cfg.interval``
+    updates, scoring units on the update's training batch (DrQ: conv channels included)."""
 
     def __init__(self, cfg: RedoConfig, seed: int = 0):
         self.cfg = cfg

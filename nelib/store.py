@@ -158,3 +158,21 @@ def store_for(preset: str) -> ResultStore:
     if "NELIB_DATA" in os.environ:
         return ResultStore()
     return ResultStore(REPO / "build" / "data-ci" if preset == "ci" else REPO / "data")
+
+
+def index_markdown(store: ResultStore) -> str:
+    """A markdown table of every stored run: key, final return, commit, wall time and command."""
+    lines = ["| preset | task | method | seed | final return | commit | wall time | command |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for path in sorted((store.root / "runs").glob("*/*/*/seed*.json")):
+        rec = json.loads(path.read_text())
+        csv = path.with_suffix(".csv")
+        final = pd.read_csv(csv)["return_mean"].iloc[-1] if csv.exists() else float("nan")
+        preset, task, method = path.parts[-4:-1]
+        lines.append(f"| {preset} | {task} | {method} | {path.stem.removeprefix('seed')} | {final:.0f} | "
+                     f"{rec['commit'][:7]} | {rec['wall_time_s'] / 60:.0f} min | `{rec['command']}` |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # `python -m nelib.store [ROOT]`: the index of stored runs, as markdown
+    print(index_markdown(ResultStore(sys.argv[1] if len(sys.argv) > 1 else None)))

@@ -235,7 +235,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.Nam
     p.add_argument("--overwrite", action="store_true", help="replace a stored result with another config")
     for name, (_, doc) in fields().items():
         if name not in ("task", "method", "seed", "preset"):
-            p.add_argument(f"--{name}", dest=f"cfg:{name}", default=None, metavar="V", help=doc)
+            p.add_argument(f"--{name}", dest=f"cfg:{name}", default=None, metavar="V",
+                           help=doc.replace("%", "%%"))  # argparse formats help with %
     args = p.parse_args(argv)
     overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg:") and v is not None}
     try:

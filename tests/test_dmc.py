@@ -96,10 +96,10 @@ def test_dmc_runs_are_deterministic_and_resume_exactly(store, tmp_path, monkeypa
 def test_dmc_config_rules_and_preset_scale():
     cfg = make_config("dmc:cheetah-run", "ne", 0, "laptop")
     assert cfg.algo == "drq" and cfg.buffer_size == 100_000 and cfg.expansion
-    assert cfg.steps * default_action_repeat("dmc:cheetah-run") == 100_000  # the preset counts frames
+    assert cfg.steps * default_action_repeat("dmc:cheetah-run") == 20_000  # the preset counts frames
     walker = make_config("dmc:walker-walk", "drq", 0, "laptop")
-    assert walker.steps == 50_000 and walker.drq.batch_size == 128 and walker.drq.lr == 1e-3
-    assert make_config("dmc:cheetah-run", "drq", 0, "laptop", **{"drq.action_repeat": 8}).steps == 12_500
+    assert walker.steps == 10_000 and walker.drq.batch_size == 128 and walker.drq.lr == 1e-3
+    assert make_config("dmc:cheetah-run", "drq", 0, "laptop", **{"drq.action_repeat": 8}).steps == 2_500
     with pytest.raises(ValueError, match="method 'td3' is for td3 tasks only"):
         make_config("dmc:cheetah-run", "td3")
     with pytest.raises(ValueError, match="method 'drq' is for drq tasks only"):
@@ -144,9 +144,11 @@ def test_real_dm_control_run_with_rendering(store):
     a, _ = env.reset()
     env.set_rng_state(state)
     assert np.array_equal(env.reset()[0], a)  # the task's random state is what decides the initial state
-    cfg = make_config("dmc:cartpole-swingup", "ne", 0, "ci", steps=40, start_steps=20, eval_every=40,
+    cfg = make_config("dmc:cartpole-swingup", "drq", 0, "ci", steps=30, start_steps=20, eval_every=30,
                       eval_episodes=1, checkpoint_every=0, progress=False, threads=1, device="cpu",
-                      metrics_batch=16, **{"drq.batch_size": 8, "drq.hidden_dim": 64, "topology.interval": 5})
+                      metrics_batch=16, **{"drq.batch_size": 8, "drq.hidden_dim": 64, "topology.interval": 5,
+                                           "drq.action_repeat": 16})  # 63-step episodes: fewer renders
     df = train.run(cfg, store)
-    assert df["step"].tolist() == [0, 40] and df["frames"].tolist() == [0, 320]
-    assert np.isfinite(df["return_mean"]).all() and df["grown"].sum() > 0
+    assert df["step"].tolist() == [0, 30] and df["frames"].tolist() == [0, 480]
+    assert np.isfinite(df["return_mean"]).all() and np.isfinite(df["critic_loss"].iloc[-1])
+    assert 0 < df["encoder_active_ratio"].iloc[-1] <= 1
