@@ -227,8 +227,9 @@ def sensitivity_plot(table: pd.DataFrame):
     fig, axes = plt.subplots(1, len(params), figsize=(3.4 * len(params), 3.0), squeeze=False, sharey=True)
     for ax, p in zip(axes[0], params, strict=True):
         sub = table[table.param == p]
+        dodge = 0.2 if sub["task"].nunique() > 1 else False  # seaborn divides by zero dodging one hue
         sns.pointplot(data=sub, x="value", y="score", hue="task", errorbar=("ci", 95), seed=0, ax=ax,
-                      dodge=0.2, markers="o")
+                      dodge=dodge, markers="o")
         ax.set_title(p)
         ax.set_xlabel(p)
         ax.set_ylabel("final return")

@@ -43,3 +43,13 @@ def test_sensitivity_table_parses_variant_labels():
     table = analysis.sensitivity_table(scores, {"rate": 0.008, "density": 0.2})
     assert set(map(tuple, table[["param", "value", "default"]].values.tolist())) == {
         ("rate", 0.008, True), ("density", 0.2, True), ("rate", 0.002, False), ("density", 0.1, False)}
+
+
+def test_sensitivity_plot_with_one_task():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    scores = pd.DataFrame({"task": "T", "seed": [0, 1, 0], "score": [1.0, 2.0, 3.0],
+                           "label": ["ne", "ne", "ne@rate0.002"]})
+    fig = analysis.sensitivity_plot(analysis.sensitivity_table(scores, {"rate": 0.008}))
+    assert len(fig.axes) == 1

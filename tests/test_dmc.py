@@ -50,11 +50,14 @@ def test_reset_keeps_the_encoder_and_redo_recycles_conv_channels(monkeypatch):
     reset = next(iv for iv in agent.interventions if isinstance(iv, ResetIntervention))
     agent.updates = 15
     before = {k: v.clone() for k, v in agent.critic.state_dict().items()}
+    actor_before = {k: v.clone() for k, v in agent.actor.state_dict().items()}
     obs = torch.rand(8, 9, 36, 36)
     reset.after_update(agent, obs, torch.zeros(8, 2))
-    after = agent.critic.state_dict()
+    after, actor_after = agent.critic.state_dict(), agent.actor.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("encoder."))
+    assert all(torch.equal(actor_before[k], actor_after[k]) for k in actor_before if k.startswith("encoder_head."))
     assert not torch.equal(before["q1.0.weight"], after["q1.0.weight"])
+    assert not torch.equal(actor_before["trunk.0.weight"], actor_after["trunk.0.weight"])
     assert torch.equal(agent.critic_target.state_dict()["q1.0.weight"], after["q1.0.weight"])
 
     agent = train.build_agent(pixel_config("redo"), (9, 36, 36), 2, 1.0, "cpu")

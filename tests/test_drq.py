@@ -285,20 +285,30 @@ def test_fast_update_computes_the_reference_update():
     fast = DrQ((9, 36, 36), 2, cfg, seed=0)
     ref = DrQ((9, 36, 36), 2, DrQConfig(hidden_dim=32, batch_size=8, image_size=36, channels_last=False), seed=0)
     buf = ArrayBuffer(8)
+    # SGD instead of Adam: Adam turns rounding-level differences of near-zero gradients into steps of +-lr,
+    # which would hide what this test compares (the gradients).
+    for agent in (fast, ref):
+        agent.critic_opt = torch.optim.SGD(agent.critic.parameters(), lr=0.05)
+        agent.actor_opt = torch.optim.SGD(agent.actor.parameters(), lr=0.05)
+        agent.alpha_opt = torch.optim.SGD([agent.log_alpha], lr=0.05)
     # Both draw shifts, then noise, in the same order and sizes: ours from the agent's generator, the
     # reference-style one from torch's global generator.
     fast.gen.manual_seed(123)
     torch.manual_seed(123)
-    init = {k: v.clone() for k, v in fast.critic.state_dict().items()}
+    init = {net: {k: v.clone() for k, v in getattr(fast, net).state_dict().items()}
+            for net in ("actor", "critic", "critic_target")}
     for _ in range(4):
         a, b = fast.train(buf), reference_update(ref, *buf.sample(8))
-        assert a["critic_loss"] == pytest.approx(b["critic_loss"], rel=1e-4)
-        assert a.get("actor_loss", 0.0) == pytest.approx(b.get("actor_loss", 0.0), rel=1e-4, abs=1e-6)
-    # Adam turns rounding-level gradient differences of near-zero entries into steps of +-lr, so compare
-    # the networks in aggregate: their difference is a tiny fraction of how far training moved them.
-    for net in ("actor", "critic", "critic_target"):
-        for k, v in getattr(fast, net).state_dict().items():
-            if v.dtype.is_floating_point and net == "critic":
-                moved = (v - init[k]).abs().mean()
-                assert (v - getattr(ref, net).state_dict()[k]).abs().mean() <= 0.01 * moved + 1e-7, (net, k)
+        assert a["critic_loss"] == pytest.approx(b["critic_loss"], rel=1e-3)
+        assert a.get("actor_loss", 0.0) == pytest.approx(b.get("actor_loss", 0.0), rel=1e-3)
+    # Rounding differs (channels-last convolutions, integer crops vs bilinear sampling at pixel centres), and
+    # conv weight gradients sum thousands of terms that nearly cancel: compare each tensor's difference
+    # with how far training moved it (observed: under 0.2%).
+    for net, before in init.items():
+        ours, theirs = getattr(fast, net).state_dict(), getattr(ref, net).state_dict()
+        for k, v in ours.items():
+            if v.dtype.is_floating_point:
+                moved = (v - before[k]).abs().max()
+                assert (v - theirs[k]).abs().max() <= 0.01 * moved + 1e-7, (net, k)
     assert torch.allclose(fast.log_alpha, ref.log_alpha, atol=1e-6)
+    assert (fast.critic.q1[0].weight - init["critic"]["q1.0.weight"]).abs().max() > 1e-3  # it did train
