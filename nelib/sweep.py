@@ -15,12 +15,26 @@ from nelib.experiments import EXPERIMENTS, experiment_configs, run_configs
 from nelib.store import ResultStore, store_for
 
 
+def select_arms(configs, labels: list[str]):
+    """The configs whose arm (``method`` or ``method@variant``) is in ``labels``; unknown labels raise."""
+    def label(c):
+        return f"{c.method}@{c.variant}" if c.variant else c.method
+
+    known = {label(c) for c in configs}
+    unknown = [x for x in labels if x not in known]
+    if unknown:
+        raise ValueError(f"unknown arm(s) {', '.join(unknown)}; this experiment has: {', '.join(sorted(known))}")
+    return [c for c in configs if label(c) in labels]
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m nelib.sweep", description=__doc__.split("\n")[0])
     p.add_argument("--experiment", required=True, help=f"one of: {', '.join(EXPERIMENTS)}")
     p.add_argument("--preset", default=presets.DEFAULT, help=f"one of: {', '.join(presets.PRESETS)}")
     p.add_argument("--tasks", default=None, help="comma-separated tasks (default: the preset's)")
     p.add_argument("--seeds", default=None, help="comma-separated seeds (default: the preset's)")
+    p.add_argument("--methods", default=None,
+                   help="comma-separated arms to run, as method or method@variant (default: all)")
     p.add_argument("--workers", type=int, default=None, help="parallel runs (default: number of cores)")
     p.add_argument("--data-dir", default=None, help="results store root (default: the preset's store)")
     p.add_argument("--fresh", action="store_true", help="re-run and replace stored runs")
@@ -31,6 +45,8 @@ def main(argv: list[str] | None = None) -> None:
         seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
         store = ResultStore(args.data_dir) if args.data_dir else store_for(args.preset)
         configs = experiment_configs(args.experiment, args.preset, tasks, seeds)
+        if args.methods:
+            configs = select_arms(configs, args.methods.split(","))
         if args.dry_run:
             for c in configs:
                 stored = store.record(c) is not None

@@ -81,3 +81,21 @@ def test_cyclic_env_pads_switches_at_episode_end_and_is_checkable():
     for bad in ("cycle:Hopper-v5@", "cycle:@10", "cycle:Nope-v5@10"):
         with pytest.raises(ValueError):
             check_task(bad)
+
+
+def test_sweep_selects_arms_and_rejects_unknown_ones():
+    from nelib.sweep import select_arms
+
+    configs = experiment_configs("dormant-pruning", "ci")
+    picked = select_arms(configs, ["ne-no-prune", "ne@omega0.1"])
+    assert {(c.method, c.variant) for c in picked} == {("ne-no-prune", ""), ("ne", "omega0.1")}
+    assert len(picked) == 2 * len(presets_ci_tasks_and_seeds())
+    with pytest.raises(ValueError, match="unknown arm"):
+        select_arms(configs, ["td3"])
+
+
+def presets_ci_tasks_and_seeds():
+    from nelib import presets
+
+    p = presets.get("ci")
+    return [(t, s) for t in p.tasks for s in p.seeds]
