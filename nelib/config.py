@@ -15,7 +15,8 @@ from nelib.methods import check_method_algo, method_overrides
 from nelib.redo import RedoConfig
 from nelib.reset import ResetConfig
 from nelib.review import ReviewConfig
-from nelib.td3 import SparsityConfig, TD3Config
+from nelib.sparse_agent import SparsityConfig
+from nelib.td3 import TD3Config
 from nelib.topology import TopologyConfig
 
 # Fields that change how a run executes, not what it computes: left out of the hash.
@@ -24,6 +25,9 @@ NOT_HASHED = ("device", "threads", "checkpoint_every", "progress")
 # they were before these fields existed.
 DRQ_ONLY = ("algo", "drq")
 ALGOS = ("td3", "drq")
+# Fields added after results were stored, with the value that keeps the old behaviour: left out of the hash
+# while they hold it, so older runs keep their hashes (and checkpoints).
+ADDED_LATER = {("review", "window"): 0}
 
 
 def algo_of(task: str) -> str:
@@ -109,6 +113,9 @@ class TrainConfig:
         """Short stable hash of every field that affects results."""
         d = {k: v for k, v in self.to_dict().items()
              if k not in NOT_HASHED and not (self.algo == "td3" and k in DRQ_ONLY)}
+        for (section, name), old in ADDED_LATER.items():
+            if d[section][name] == old:
+                d[section] = {k: v for k, v in d[section].items() if k != name}
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-NE = {"sparsity.density": 0.2, "expansion": True}
+# NE's review trigger uses the windowed fluctuation rate (see nelib.review): 50 measurements = 5k updates.
+NE = {"sparsity.density": 0.2, "expansion": True, "review.window": 50}
 
 METHODS: dict[str, dict[str, object]] = {
     "td3": {},

@@ -1,10 +1,13 @@
 """Experience review: when plasticity gains plateau, replay more of the early experience.
 
-NE's third mechanism (neuron consolidation). The trigger watches the dormant ratio measured at each
-topology update; its *fluctuation rate* ``|d_t - d_(t-1)|`` (per update window, exponentially smoothed)
-falling below ``threshold`` means the network has stopped changing, and review turns on: a fraction of
-each batch is then drawn from the oldest part of the replay buffer. The official code's variant gates
-on the critic's FAU instead (``trigger='fau'``), so both can be compared.
+NE's third mechanism (neuron consolidation). The trigger watches the critic's dormant ratio measured at
+each topology update. Its *fluctuation rate* falling below ``threshold`` means the network has stopped
+changing, and review turns on: a fraction of each batch is then drawn from the oldest part of the replay
+buffer. The paper defines neither the rate nor the threshold. NE methods use a windowed rate,
+``|mean(d over the last W measurements) - mean(d over the W before)|``: one measurement on one batch
+moves by about 3e-3 from batch noise alone, more than the trend, so the rate of consecutive measurements
+(``window=0``, exponentially smoothed; our first version) never fell below the threshold.
+The official code's variant gates on the critic's FAU instead (``trigger='fau'``), so both can be compared.
 """
 
 from __future__ import annotations
@@ -25,9 +28,12 @@ class ReviewConfig:
     threshold: float = 1e-3
     """Review is on while the smoothed fluctuation rate of the dormant ratio is below this."""
     smoothing: float = 0.9
-    """EMA coefficient of the fluctuation rate (0: no smoothing)."""
+    """``window=0``: EMA coefficient of the rate of consecutive measurements (0: no smoothing)."""
     warmup: int = 20
     """Measurements (topology updates) before the fluctuation trigger may fire."""
+    window: int = 0
+    """Measurements per window of the windowed rate (NE methods: 50, i.e. 5k updates); 0: the smoothed rate
+    of consecutive measurements."""
     tau: float = 0.1
     """ReDo threshold of the critic's dormant ratio that the trigger watches."""
     fau_threshold: float = 0.4
@@ -43,8 +49,8 @@ class ReviewConfig:
         for name in ("smoothing", "early_fraction", "batch_fraction", "fau_threshold"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"review.{name} must be in [0, 1], got {getattr(self, name)}")
-        if self.threshold < 0 or self.warmup < 0 or self.tau < 0:
-            raise ValueError("review.threshold, review.warmup and review.tau must be >= 0")
+        if self.threshold < 0 or self.warmup < 0 or self.tau < 0 or self.window < 0:
+            raise ValueError("review.threshold, review.warmup, review.window and review.tau must be >= 0")
 
 
 class ExperienceReview:
@@ -56,12 +62,20 @@ class ExperienceReview:
         self.rate: float | None = None  # smoothed fluctuation rate
         self._last: float | None = None
         self._seen = 0
+        self._history: list[float] = []  # the last 2 * window measurements (windowed rate)
 
     def observe(self, dormant_ratio: float, fau: float) -> bool:
         """Update the trigger with the latest critic measurements; return whether review is on."""
         cfg = self.cfg
         if cfg.trigger == "fau":
             self.active = fau < cfg.fau_threshold
+        elif cfg.trigger == "fluctuation" and cfg.window > 0:
+            w = cfg.window
+            self._history = (self._history + [dormant_ratio])[-2 * w:]
+            self._seen += 1
+            if len(self._history) == 2 * w:
+                self.rate = abs(sum(self._history[w:]) - sum(self._history[:w])) / w
+            self.active = self._seen > cfg.warmup and self.rate is not None and self.rate < cfg.threshold
         elif cfg.trigger == "fluctuation":
             if self._last is not None:
                 change = abs(dormant_ratio - self._last)
@@ -77,11 +91,13 @@ class ExperienceReview:
         return round(self.cfg.batch_fraction * batch_size) if self.active else 0
 
     def state_dict(self) -> dict:
-        return {"active": self.active, "rate": self.rate, "last": self._last, "seen": self._seen}
+        return {"active": self.active, "rate": self.rate, "last": self._last, "seen": self._seen,
+                "history": list(self._history)}
 
     def load_state_dict(self, state: dict) -> None:
         self.active, self.rate, self._last, self._seen = (
             state["active"], state["rate"], state["last"], state["seen"])
+        self._history = list(state.get("history", []))  # absent in checkpoints of window=0 runs
 
 
 def early_indices(

@@ -210,6 +210,26 @@ def test_fluctuation_trigger():
     assert review.early_count(256) == 0
 
 
+def test_windowed_fluctuation_trigger_compares_means_of_consecutive_windows():
+    review = ExperienceReview(ReviewConfig(trigger="fluctuation", window=2, threshold=0.05, warmup=0))
+    assert review.observe(0.1, 1.0) is False and review.rate is None
+    assert review.observe(0.3, 1.0) is False and review.rate is None  # one window only
+    assert review.observe(0.5, 1.0) is False and review.rate is None  # the second window is not full
+    assert review.observe(0.7, 1.0) is False
+    assert review.rate == pytest.approx(0.4)   # windows (0.1, 0.3) and (0.5, 0.7): |0.6 - 0.2|
+    # noise around a plateau: consecutive measurements jump by 0.1, the window means by 0.0
+    for d in (0.5, 0.6, 0.5, 0.6):
+        review.observe(d, 1.0)
+    assert review.rate == pytest.approx(0.0, abs=1e-12) and review.active is True
+    assert review.early_count(256) == 128
+    # resume: the history travels with the checkpoint
+    other = ExperienceReview(review.cfg)
+    other.load_state_dict(review.state_dict())
+    assert other.observe(0.9, 1.0) == review.observe(0.9, 1.0) and other.rate == review.rate
+    with pytest.raises(ValueError, match="window"):
+        ReviewConfig(window=-1)
+
+
 def test_fau_trigger_and_never():
     review = ExperienceReview(ReviewConfig(trigger="fau", fau_threshold=0.4))
     assert review.observe(0.0, 0.5) is False and review.observe(0.0, 0.39) is True
