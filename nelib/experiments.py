@@ -63,7 +63,7 @@ SCALED_OVERRIDES: dict[str, dict[str, dict[str, object]]] = {
 # The cyclic experiment trains through a task sequence instead of the preset's task list.
 CYCLES = {
     "ci": "cycle:Hopper-v5,Walker2d-v5@400x2",
-    "laptop": "cycle:HalfCheetah-v5,Walker2d-v5,Hopper-v5@40000x2",
+    "laptop": "cycle:HalfCheetah-v5,Walker2d-v5,Hopper-v5@20000x2",
     "paper": "cycle:HalfCheetah-v5,Walker2d-v5,Hopper-v5@200000x3",
 }
 EXPERIMENTS["cyclic"] = tuple(Arm(m) for m in ("td3", "ne", "reset", "redo"))
@@ -80,6 +80,10 @@ DMC_SCALED_OVERRIDES: dict[str, dict[str, dict[str, object]]] = {
     "redo": {"ci": {"redo.interval": 20}},
 }
 
+# The ablations and the sensitivity study run on the preset's first task below `paper` scale: on a 2-core CPU
+# a 100k-step run takes about 25 minutes, and the benchmark alone is 36 of them at `laptop`.
+FIRST_TASK_ONLY = ("naive-growth", "elastic-growth", "dormant-pruning", "experience-review", "sensitivity")
+
 SENSITIVITY_DEFAULTS = {"density": 0.2, "rate": 0.008, "omega": 0.4, "window": 0.3}
 """The NE default of each parameter the ``sensitivity`` experiment varies (variant label prefix -> value)."""
 """Experiment name -> its arms. Methods not (yet) in :data:`nelib.methods.METHODS` are skipped."""
@@ -95,6 +99,8 @@ def experiment_configs(name: str, preset: str, tasks=None, seeds=None, **overrid
     if name == "dmc-benchmark":
         tasks, seeds, scaled = tasks or p.dmc_tasks, seeds or p.dmc_seeds, DMC_SCALED_OVERRIDES
         arms = tuple(a for a in arms if preset != "ci" or a.method in DMC_CI_METHODS)
+    if name in FIRST_TASK_ONLY and preset != "paper":
+        tasks = tasks or p.tasks[:1]
     if name == "cyclic" and tasks is None:
         tasks = [CYCLES[preset]]
         _, visit, repeats = parse_cycle(tasks[0])
@@ -115,9 +121,100 @@ def _run_one(cfg: TrainConfig, root: str, overwrite: bool, command: str = "") ->
     run(cfg, ResultStore(root), overwrite=overwrite, command=command or None)
 
 
+BACKENDS = ("local", "ray")
+"""Where :func:`run_configs` runs: ``local`` (process pool, no server) or ``ray`` (tasks on a Ray cluster)."""
+
+RAY_INSTALL_HINT = "the ray backend needs the ray package: pip install ray (pinned in requirements.txt)"
+
+
+def _error_text(exc: BaseException) -> str:
+    return "".join(traceback.format_exception_only(exc)).strip()
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None, tries: int = 2):
+    """Connect to the Ray cluster at ``address``, or start a local Ray instance (``num_cpus`` CPUs).
+
+    The local instance is kept light for laptops and CI: no dashboard, no usage statistics, a 100 MB object
+    store (runs return nothing but their error). Ray's raylet gives its Python agents a fixed 15 s to come
+    up, which a busy 2-core machine can miss (see the jsonschema pin in requirements.txt); a failed start is
+    retried once. Returns the ``ray`` module.
+    """
+    try:
+        import ray
+    except ImportError as e:
+        raise ImportError(RAY_INSTALL_HINT) from e
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    kwargs = {} if address else dict(num_cpus=num_cpus, include_dashboard=False,
+                                     object_store_memory=100 * 1024**2)
+    for attempt in range(tries):
+        try:
+            ray.init(address=address, logging_level="warning", **kwargs)
+            return ray
+        except Exception:  # Ray raises a plain Exception when its node times out during start-up
+            ray.shutdown()
+            if attempt == tries - 1:
+                raise
+    return ray
+
+
+def _run_on_ray(todo: list[TrainConfig], root: str, fresh: bool, command: str, workers: int | None,
+                address: str | None, done) -> None:
+    """Run ``todo`` as Ray tasks of 1 CPU each (at most ``workers`` in flight), calling ``done(cfg, error)``
+    as each ends.
+
+    Each task runs :func:`_run_one` and writes its rows, record and checkpoints to the store at ``root``,
+    exactly as a local worker does (skip and resume included). A Ray worker that dies (a lost node, the OOM
+    killer) is retried twice and resumes from the run's checkpoint; an exception in the run is reported,
+    not retried. An interrupted sweep (Ctrl-C) cancels its tasks; started again, it resumes them.
+    """
+    try:
+        import ray
+    except ImportError as e:
+        raise ImportError(RAY_INSTALL_HINT) from e
+    started = not ray.is_initialized()
+    if started:
+        init_ray(address, workers)
+    remote = ray.remote(num_cpus=1, max_retries=2)(_run_one)
+    queue, running = list(todo), {}
+    limit = workers or len(todo)
+    try:
+        while queue or running:
+            while queue and len(running) < limit:
+                cfg = queue.pop(0)
+                running[remote.remote(cfg, root, fresh, command)] = cfg
+            [ref], _ = ray.wait(list(running), num_returns=1)
+            cfg = running.pop(ref)
+            try:
+                ray.get(ref)
+                done(cfg, None)
+            except ray.exceptions.RayTaskError as e:  # the run raised: report its own exception
+                done(cfg, _error_text(e.cause if isinstance(e.cause, BaseException) else e))
+            except ray.exceptions.RayError as e:  # the worker died, or the task was cancelled
+                done(cfg, _error_text(e))
+    finally:
+        for ref in running:  # only after an error or Ctrl-C here: stop the runs still going
+            try:
+                ray.cancel(ref, force=True)
+            except Exception:  # the cluster may be gone already
+                pass
+        if started:
+            ray.shutdown()
+
+
 def run_configs(configs: list[TrainConfig], store: ResultStore | None = None, workers: int | None = None,
-                fresh: bool = False, progress: bool = True) -> list[tuple[TrainConfig, str]]:
-    """Run the configs not yet stored, ``workers`` at a time; return ``(config, error)`` of failures."""
+                fresh: bool = False, progress: bool = True, backend: str = "local",
+                address: str | None = None) -> list[tuple[TrainConfig, str]]:
+    """Run the configs not yet stored, ``workers`` at a time; return ``(config, error)`` of failures.
+
+    ``backend="local"`` runs them on a process pool on this machine (one run in this process if
+    ``workers=1``); ``backend="ray"`` runs each as a Ray task (1 CPU, 1 torch thread) on the Ray cluster
+    at ``address``, on the instance already started with ``ray.init`` in this process, or on a local one
+    started here (``workers`` CPUs, default all) and shut down at the end. Ray workers write to ``store``
+    themselves, so on a multi-node cluster its folder must be on a filesystem shared by all nodes, at the
+    same path, and nelib must be installed on every node. See :func:`_run_on_ray`.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
     store = store or ResultStore()
     todo, failures = [], []
     for c in configs:
@@ -128,6 +225,7 @@ def run_configs(configs: list[TrainConfig], store: ResultStore | None = None, wo
             failures.append((c, str(e)))
     if not todo:
         return failures
+    ray_workers = workers  # None: as many as the Ray cluster has CPUs
     workers = max(1, min(workers or os.cpu_count() or 1, len(todo)))
     todo = [dataclasses.replace(c, threads=c.threads or 1, progress=False) for c in todo]
     command = f"{current_command()}  [nelib.experiments.run_configs]"
@@ -139,6 +237,12 @@ def run_configs(configs: list[TrainConfig], store: ResultStore | None = None, wo
             tqdm.write(f"run failed: {cfg.task} {cfg.method} seed {cfg.seed}: {error}")
         bar.update(1)
 
+    if backend == "ray":
+        try:
+            _run_on_ray(todo, str(store.root.resolve()), fresh, command, ray_workers, address, done)
+        finally:
+            bar.close()
+        return failures
     if workers == 1:  # in this process: easier to debug, and sees environments registered here
         for cfg in todo:
             try:
@@ -159,14 +263,16 @@ def run_configs(configs: list[TrainConfig], store: ResultStore | None = None, wo
 
 def run_experiment(name: str, preset: str = presets.DEFAULT, store: ResultStore | None = None,
                    workers: int | None = None, fresh: bool = False, progress: bool = True,
-                   tasks=None, seeds=None, **overrides) -> pd.DataFrame:
+                   tasks=None, seeds=None, backend: str = "local", address: str | None = None,
+                   **overrides) -> pd.DataFrame:
     """Run (or load) every run of experiment ``name``; return their evaluation rows, one per row.
 
     Columns add ``task``, ``method``, ``variant``, ``label`` (method or method@variant) and ``seed``.
+    ``backend`` and ``address`` pick where the missing runs run, as in :func:`run_configs`.
     """
     store = store or ResultStore()
     configs = experiment_configs(name, preset, tasks, seeds, **overrides)
-    failures = run_configs(configs, store, workers, fresh, progress)
+    failures = run_configs(configs, store, workers, fresh, progress, backend=backend, address=address)
     frames = []
     for cfg in configs:
         rows = None if any(cfg == f[0] for f in failures) else store.load(cfg)
