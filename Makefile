@@ -7,22 +7,25 @@ SHELL := bash
 .DEFAULT_GOAL := help
 
 # Variables to set on the command line: the interpreter that creates .venv (3.11 or newer), the experiment
-# scale (ci | laptop | paper, defined in nelib/presets.py), and FRESH=1 to make notebooks recompute their
-# cached results.
+# scale (ci | laptop | paper, defined in nelib/presets.py), FRESH=1 to make notebooks recompute their
+# cached results, and STORED=1 to plot only the runs already stored (no training; a notebook without any
+# stored run is skipped with a message).
 PYTHON ?= python3
 PRESET ?= laptop
 FRESH ?= 0
+STORED ?= 0
 
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 FRESH_BOOL := $(if $(filter 1 true True yes,$(FRESH)),True,False)
+TRAIN_BOOL := $(if $(filter 1 true True yes,$(STORED)),False,True)
 
 .PHONY: help setup preset test figures lint bench bench-pixels clean
 
 help:
-	@echo "make figures [PRESET=ci|laptop|paper] [FRESH=1]  run notebooks/NN_*.ipynb, figures in figures/"
+	@echo "make figures [PRESET=ci|laptop|paper] [FRESH=1|STORED=1]  run notebooks/NN_*.ipynb, figures in figures/"
 	@echo "make test                                       unit tests and notebooks on the ci preset"
 	@echo "make lint | make bench | make bench-pixels | make clean"
 
@@ -51,8 +54,12 @@ test: setup
 figures: preset
 	@mkdir -p build/notebooks
 	@for nb in $(NOTEBOOKS); do \
-	  echo "== $$nb (preset $(PRESET), fresh $(FRESH_BOOL))"; \
-	  $(PY) -m papermill --cwd notebooks -p preset $(PRESET) -p fresh $(FRESH_BOOL) "$$nb" "build/$$nb"; \
+	  echo "== $$nb (preset $(PRESET), fresh $(FRESH_BOOL), train $(TRAIN_BOOL))"; \
+	  if ! $(PY) -m papermill --cwd notebooks -p preset $(PRESET) -p fresh $(FRESH_BOOL) -p train $(TRAIN_BOOL) \
+	      "$$nb" "build/$$nb"; then \
+	    if [ $(TRAIN_BOOL) = False ] && grep -q NoStoredRuns "build/$$nb"; then \
+	      echo "   skipped: no stored runs for this notebook"; else exit 1; fi; \
+	  fi; \
 	done
 
 lint: setup

@@ -261,18 +261,34 @@ def run_configs(configs: list[TrainConfig], store: ResultStore | None = None, wo
     return failures
 
 
+class NoStoredRuns(RuntimeError):
+    """``run_experiment(train=False)`` found none of the experiment's runs in the store."""
+
+
 def run_experiment(name: str, preset: str = presets.DEFAULT, store: ResultStore | None = None,
                    workers: int | None = None, fresh: bool = False, progress: bool = True,
                    tasks=None, seeds=None, backend: str = "local", address: str | None = None,
-                   **overrides) -> pd.DataFrame:
+                   train: bool = True, **overrides) -> pd.DataFrame:
     """Run (or load) every run of experiment ``name``; return their evaluation rows, one per row.
 
     Columns add ``task``, ``method``, ``variant``, ``label`` (method or method@variant) and ``seed``.
     ``backend`` and ``address`` pick where the missing runs run, as in :func:`run_configs`.
+    ``train=False`` trains nothing and returns the stored runs only (``make figures STORED=1``); it raises
+    :class:`NoStoredRuns` when none is stored.
     """
     store = store or ResultStore()
     configs = experiment_configs(name, preset, tasks, seeds, **overrides)
-    failures = run_configs(configs, store, workers, fresh, progress, backend=backend, address=address)
+    if train:
+        failures = run_configs(configs, store, workers, fresh, progress, backend=backend, address=address)
+    else:
+        failures = []
+        stored = [c for c in configs if store.record(c) is not None]
+        print(f"stored runs only: {len(stored)} of {len(configs)} runs of {name!r} at preset {preset!r} "
+              f"are in {store.root}; the missing ones are left out")
+        if not stored:
+            raise NoStoredRuns(f"no stored runs of {name!r} at preset {preset!r} in {store.root}; train them "
+                               f"with: python -m nelib.sweep --experiment {name} --preset {preset}")
+        configs = stored
     frames = []
     for cfg in configs:
         rows = None if any(cfg == f[0] for f in failures) else store.load(cfg)

@@ -62,6 +62,21 @@ def test_run_experiment_returns_labelled_rows(store):
     assert set(df["label"]) == {"ne", "ne-no-review"} and set(df["task"]) == {FAKE}
 
 
+def test_run_experiment_without_training_returns_only_stored_runs(store, tmp_path, monkeypatch):
+    import nelib.experiments as experiments
+    from nelib.store import ResultStore
+
+    kw = dict(tasks=[FAKE], **{k: v for k, v in TINY.items() if k != "progress"})
+    empty = ResultStore(tmp_path / "empty")
+    with pytest.raises(experiments.NoStoredRuns, match="python -m nelib.sweep --experiment experience-review"):
+        run_experiment("experience-review", "ci", store=empty, train=False, **kw)
+    ne = [c for c in experiment_configs("experience-review", "ci", **kw) if c.method == "ne"]
+    assert run_configs(ne, store, workers=1, progress=False) == []
+    monkeypatch.setattr(experiments, "run_configs", None)  # train=False must not train anything
+    df = run_experiment("experience-review", "ci", store=store, train=False, **kw)
+    assert set(df["label"]) == {"ne"} and len(df) == len(store.load(ne[0]))
+
+
 def test_cyclic_env_pads_switches_at_episode_end_and_is_checkable():
     tasks, visit, repeats = parse_cycle("cycle:Hopper-v5,HalfCheetah-v5@30x2")
     assert (tasks, visit, repeats) == (["Hopper-v5", "HalfCheetah-v5"], 30, 2)
