@@ -8,8 +8,13 @@ one policy action and one DrQ update (batch 128, two shifted copies of each obse
 is a real run through :func:`nelib.train.run`: a random start phase and an evaluation, then ``--steps``
 timed training steps. The yardstick (``reference style``) runs the same networks and the same update the
 way denisyarats/drq writes it: float32 NCHW, shifts by replicate padding + bilinear ``grid_sample`` on float
-images, one forward pass per augmented copy, separate conv passes for actor and critic, and a buffer that
-stores stacked ``obs`` and ``next_obs``.
+images, one forward pass per augmented copy, separate conv passes for actor and critic, the policy's
+log-probability from torch's tanh-transformed Normal, Polyak averaging as ``tau * p + (1 - tau) * p_target``,
+and a buffer that stores stacked ``obs`` and ``next_obs``.
+
+``--ab FRAMES`` instead trains two dense DrQ runs of FRAMES frames with the same seed, one with nelib's update
+and one with the reference-style update (:func:`reference_update`), to check that the speed-ups do not change
+learning.
 """
 
 from __future__ import annotations
@@ -63,19 +68,28 @@ def grid_sample_shift(x: torch.Tensor, pad: int, shifts: torch.Tensor | None = N
     x = F.pad(x, (pad,) * 4, mode="replicate")
     side = h + 2 * pad
     # Pixel centres of the first h columns of the padded image, in grid_sample's [-1, 1] coordinates.
-    centres = torch.linspace(-1.0 + 1.0 / side, 1.0 - 1.0 / side, side)[:h]
+    centres = torch.linspace(-1.0 + 1.0 / side, 1.0 - 1.0 / side, side, device=x.device)[:h]
     grid = torch.stack([centres.expand(h, h), centres.view(h, 1).expand(h, h)], dim=-1)  # (x=col, y=row)
     if shifts is None:
-        shifts = torch.randint(0, 2 * pad + 1, (n, 2))
-    offset = shifts.flip(1).float().view(n, 1, 1, 2) * 2.0 / side  # (col, row) offsets
+        shifts = torch.randint(0, 2 * pad + 1, (n, 2))  # on the CPU generator, wherever x is
+    offset = shifts.to(x.device).flip(1).float().view(n, 1, 1, 2) * 2.0 / side  # (col, row) offsets
     return F.grid_sample(x, grid.unsqueeze(0) + offset, padding_mode="zeros", align_corners=False)
+
+
+def squashed_normal_sample(mu: torch.Tensor, std: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """denisyarats/drq's policy sample: ``SquashedNormal(mu, std).rsample()`` and its ``log_prob`` summed over
+    actions (a Normal through a cached tanh transform; the noise comes from torch's global generator)."""
+    from torch.distributions import Normal, TransformedDistribution
+    from torch.distributions.transforms import TanhTransform
+
+    dist = TransformedDistribution(Normal(mu, std), [TanhTransform(cache_size=1)], validate_args=False)
+    action = dist.rsample()
+    return action, dist.log_prob(action).sum(-1, keepdim=True)
 
 
 def reference_update(agent, obs_u8, act, rew, next_u8, not_done) -> dict[str, float]:
     """One DrQ update written like denisyarats/drq (see the module docstring), on ``agent``'s networks;
     returns its losses."""
-    from nelib.drq import squashed_sample
-
     cfg = agent.cfg
     obs, obs_aug = (grid_sample_shift(obs_u8.float(), cfg.image_pad) for _ in range(2))
     next_obs, next_obs_aug = (grid_sample_shift(next_u8.float(), cfg.image_pad) for _ in range(2))
@@ -83,8 +97,7 @@ def reference_update(agent, obs_u8, act, rew, next_u8, not_done) -> dict[str, fl
     with torch.no_grad():
         targets = []
         for nxt in (next_obs, next_obs_aug):
-            mu, std = agent.actor(nxt)
-            a, logp = squashed_sample(mu, std, torch.randn_like(mu))
+            a, logp = squashed_normal_sample(*agent.actor(nxt))
             tq1, tq2 = agent.critic_target(nxt, a)
             targets.append(rew + not_done * cfg.gamma * (torch.min(tq1, tq2) - agent.alpha * logp))
         target = (targets[0] + targets[1]) / 2
@@ -97,8 +110,7 @@ def reference_update(agent, obs_u8, act, rew, next_u8, not_done) -> dict[str, fl
     agent.updates += 1
     out = {"critic_loss": loss.item()}
     if agent.updates % cfg.actor_update_every == 0:
-        mu, std = agent.actor(obs)
-        a, logp = squashed_sample(mu, std, torch.randn_like(mu))
+        a, logp = squashed_normal_sample(*agent.actor(obs))
         with torch.no_grad():
             feats = agent.critic.encoder.conv_features(obs)  # the reference's detached critic encoder pass
         aq1, aq2 = agent.critic(None, a, conv_features=feats)
@@ -113,7 +125,8 @@ def reference_update(agent, obs_u8, act, rew, next_u8, not_done) -> dict[str, fl
         out["actor_loss"] = actor_loss.item()
     if agent.updates % cfg.target_update_every == 0:
         with torch.no_grad():
-            torch._foreach_lerp_(agent._target, agent._online, cfg.critic_tau)
+            for p, tp in zip(agent.critic.parameters(), agent.critic_target.parameters(), strict=True):
+                tp.copy_(cfg.critic_tau * p + (1 - cfg.critic_tau) * tp)
     return out
 
 
@@ -155,22 +168,24 @@ def reference_train(agent, buffer) -> dict[str, float]:
     return reference_update(agent, *buffer.sample(agent.cfg.batch_size))
 
 
-def ab_run(task: str, frames: int, seed: int, threads: int, episodes: int = 3) -> pd.DataFrame:
+def ab_run(task: str, frames: int, seed: int, threads: int, episodes: int = 3, **overrides) -> pd.DataFrame:
     """A/B check that nelib's fast DrQ update learns like the reference-style one: two dense DrQ runs of
-    ``frames`` frames, same seed, evaluated every tenth of the run; returns both runs' evaluation rows."""
+    ``frames`` frames, same seed (same initial networks; the two updates draw shifts and noise from different
+    generators, so the runs are not step-for-step equal), evaluated every tenth of the run; returns both
+    runs' evaluation rows. ``overrides`` are config overrides for both arms (e.g. ``device``)."""
     from unittest import mock
 
     from nelib.drq import DrQ
     from nelib.train import run
 
+    steps = frames // default_action_repeat(task)
+    # The laptop preset's DrQ settings (ci's are shrunk for speed), with this run's length.
+    settings = dict(steps=steps, start_steps=min(500, steps // 4), eval_every=max(1, steps // 10),
+                    eval_episodes=episodes, checkpoint_every=0, progress=False, threads=threads, metrics_batch=256)
     out = []
     for arm in ("nelib", "reference style"):
-        steps = frames // default_action_repeat(task)
-        # The laptop preset's DrQ settings (ci's are shrunk for speed), with this run's length.
-        cfg = make_config(task, "drq", seed, "laptop", steps=steps, start_steps=min(500, steps // 4),
-                          eval_every=max(1, steps // 10), eval_episodes=episodes, checkpoint_every=0,
-                          progress=False, threads=threads, metrics_batch=256,
-                          **({"drq.channels_last": False} if arm != "nelib" else {}))
+        reference = {"drq.channels_last": False} if arm != "nelib" else {}
+        cfg = make_config(task, "drq", seed, "laptop", **{**settings, **overrides, **reference})
         with tempfile.TemporaryDirectory() as tmp, \
                 mock.patch.object(DrQ, "train", reference_train if arm != "nelib" else DrQ.train):
             rows = run(cfg, ResultStore(tmp))
@@ -192,7 +207,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the A/B runs")
     args = p.parse_args(argv)
     if args.ab:
-        df = ab_run(args.task, args.ab, args.seed, args.threads)
+        df = ab_run(args.task, args.ab, args.seed, args.threads, device=args.device)
         print(df.pivot(index="frames", columns="arm", values="return_mean").round(1).to_string())
         sps = df[df.step > 0].groupby("arm")["steps_per_s"].median()
         print("median agent steps/s:", ", ".join(f"{k} {v:.2f}" for k, v in sps.items()))

@@ -30,12 +30,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nelib.metrics import capture_activations, effective_rank, plasticity_report, stable_rank, weight_magnitude
+from nelib.metrics import plasticity_report
 from nelib.networks import mlp
-from nelib.review import ExperienceReview, ReviewConfig
-from nelib.sparse import MaskedConv2d, MaskedLinear, copy_masks, density_report, mask_gradients, sparsify
-from nelib.td3 import SparsityConfig, _last_relu
-from nelib.topology import TopologyConfig, TopologyScheduler
+from nelib.review import ReviewConfig
+from nelib.sparse import MaskedConv2d, MaskedLinear, density_report
+from nelib.sparse_agent import SparseAgent, SparsityConfig, last_relu
+from nelib.topology import TopologyConfig
 
 
 @dataclasses.dataclass
@@ -226,10 +226,10 @@ def drq_init(module: nn.Module) -> None:
                 m.bias.zero_()
 
 
-class DrQ:
+class DrQ(SparseAgent):
     """The DrQ agent, with the runner API of :class:`nelib.td3.TD3` (``select_action``, ``explore``,
     ``train``, ``plasticity``, ``state_dict``/``load_state_dict``, ``topology_log``, ``review``,
-    ``interventions``)."""
+    ``interventions``); sparsity, NE and their checkpoint state come from :class:`SparseAgent`."""
 
     def __init__(
         self,
@@ -257,14 +257,7 @@ class DrQ:
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self.critic.to(self.device)
         self.actor.to(self.device)
-        self.gen = torch.Generator(device=self.device).manual_seed(seed)
-        self.mask_gen = torch.Generator().manual_seed(seed + 1)
-        self.sparse_nets = []
-        if sparsity.density < 1.0:
-            for key in ("actor", "critic"):
-                if getattr(sparsity, key):
-                    sparsify(self._sparse_part(key), sparsity.density, self.mask_gen, sparsity.dense_first_last)
-                    self.sparse_nets.append(getattr(self, key))
+        self._init_sparsity(sparsity, seed)
         self.critic_target = Critic(Encoder(obs_shape[0], obs_shape[1], cfg.num_filters, cfg.feature_dim),
                                     act_dim, cfg.hidden_dim, cfg.feature_dim)
         self.critic_target.to(self.device)
@@ -278,19 +271,7 @@ class DrQ:
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.lr)
         self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=cfg.lr)
         self.refresh_parameter_lists()
-
-        self.topology: dict[str, TopologyScheduler] = {}
-        if topology is not None:
-            if sparsity.actor:
-                self.topology["actor"] = TopologyScheduler(
-                    self.actor, self.actor_opt, topology, total_updates // cfg.actor_update_every, self.mask_gen)
-            if sparsity.critic:
-                self.topology["critic"] = TopologyScheduler(
-                    self.critic, self.critic_opt, topology, total_updates, self.mask_gen)
-        self.review = ExperienceReview(review) if review is not None and review.trigger != "never" else None
-        self.updates = self.actor_updates = 0
-        self.topology_log = {"grown": 0, "pruned": 0}
-        self.interventions: list = []
+        self._init_ne(sparsity, topology, review, total_updates, cfg.actor_update_every)
         # Reset leaves modules with these name prefixes alone: the encoder (the critic's conv layers and head,
         # the actor's head on them), unless drq.reset_encoder.
         self.reset_skip: tuple[str, ...] = () if cfg.reset_encoder else ("encoder",)
@@ -366,7 +347,7 @@ class DrQ:
             critic_loss = critic_loss + F.mse_loss(q1.float(), target) + F.mse_loss(q2.float(), target)
         self.critic_opt.zero_grad(set_to_none=True)
         critic_loss.backward()
-        self._optimizer_step("critic", self.critic, self.critic_opt, self.updates, (obs[0], act))
+        self._optimizer_step("critic", self.updates, (obs[0], act))
         out = {"critic_loss": critic_loss.item()}
 
         if self.updates % cfg.actor_update_every == 0:
@@ -398,33 +379,13 @@ class DrQ:
         finally:
             for p in critic_params:
                 p.requires_grad_(True)
-        self._optimizer_step("actor", self.actor, self.actor_opt, self.actor_updates, (obs,))
+        self._optimizer_step("actor", self.actor_updates, (obs,))
         alpha_loss = (self.alpha * (-log_prob - self.target_entropy).detach()).mean()
         self.alpha_opt.zero_grad(set_to_none=True)
         alpha_loss.backward()
         self.alpha_opt.step()
         return {"actor_loss": actor_loss.item(), "alpha": self.log_alpha.detach().exp().item(),
                 "entropy": -log_prob.detach().mean().item()}
-
-    def _optimizer_step(self, key, net, opt, update, batch) -> None:
-        """``opt.step()`` with masked gradients, and NE's topology update when one is due (as in TD3)."""
-        sched = self.topology.get(key)
-        due = sched is not None and sched.due(update)
-        if due:
-            sched.capture_gradients()
-        if net in self.sparse_nets:
-            mask_gradients(net)
-        opt.step()
-        if due:
-            acts = capture_activations(net, *batch)
-            stats = sched.step(update, acts)
-            if key == "critic":
-                copy_masks(self.critic, self.critic_target)
-            self.topology_log["grown"] += stats["grown"]
-            self.topology_log["pruned"] += stats["pruned"]
-            if key == "critic" and self.review is not None:
-                report = plasticity_report(acts, taus=(self.review.cfg.tau,))
-                self.review.observe(report[f"dormant_{self.review.cfg.tau:g}"], report["fau"])
 
     # -- measuring ----------------------------------------------------------------------------------
     @torch.no_grad()
@@ -433,48 +394,25 @@ class DrQ:
         hidden layer) for actor and critic, plus ``encoder_*`` ones for the conv layers alone (a channel is a
         unit). The critic's figures pool its conv channels and MLP units. ``obs`` are uint8 images."""
         x = self.prepare(obs)
-        out: dict[str, float] = {}
-        for key, net, inputs in (("actor", self.actor, (x,)), ("critic", self.critic, (x, act))):
-            acts = capture_activations(net, *inputs)
-            report = plasticity_report(acts)
-            out.update({f"{key}_{k}": v for k, v in report.items() if "/" not in k})
-            out[f"{key}_density"] = density_report(net)["density"]
-            out[f"{key}_weight_magnitude"] = weight_magnitude(net)
-            last = acts[_last_relu(net.trunk, "trunk") if key == "actor" else _last_relu(net.q1, "q1")]
-            out[f"{key}_stable_rank"] = stable_rank(last)
-            out[f"{key}_effective_rank"] = effective_rank(last)
-            if key == "critic":
-                conv = {n: a for n, a in acts.items() if n.startswith("encoder.")}
-                out.update({f"encoder_{k}": v for k, v in plasticity_report(conv).items() if "/" not in k})
-                out["encoder_density"] = density_report(self.critic.encoder)["density"]
+        out, _ = self._network_metrics("actor", self.actor, (x,), last_relu(self.actor.trunk, "trunk"))
+        critic, acts = self._network_metrics("critic", self.critic, (x, act), last_relu(self.critic.q1, "q1"))
+        out.update(critic)
+        conv = {n: a for n, a in acts.items() if n.startswith("encoder.")}
+        out.update({f"encoder_{k}": v for k, v in plasticity_report(conv).items() if "/" not in k})
+        out["encoder_density"] = density_report(self.critic.encoder)["density"]
         return out
 
     # -- checkpointing ------------------------------------------------------------------------------
-    def state_dict(self) -> dict:
+    def _own_state(self) -> dict:
         return {
             "actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
             "critic_target": self.critic_target.state_dict(), "log_alpha": self.log_alpha.detach().clone(),
             "actor_opt": self.actor_opt.state_dict(), "critic_opt": self.critic_opt.state_dict(),
-            "alpha_opt": self.alpha_opt.state_dict(), "gen": self.gen.get_state(),
-            "mask_gen": self.mask_gen.get_state(),
-            "topology": {k: s.state_dict() for k, s in self.topology.items()},
-            "review": self.review.state_dict() if self.review else None,
-            "updates": self.updates, "actor_updates": self.actor_updates, "topology_log": dict(self.topology_log),
-            "interventions": [iv.state_dict() for iv in self.interventions],
+            "alpha_opt": self.alpha_opt.state_dict(),
         }
 
-    def load_state_dict(self, state: dict) -> None:
-        for iv, iv_state in zip(self.interventions, state["interventions"], strict=True):
-            iv.load_state_dict(iv_state, self)
+    def _load_own_state(self, state: dict) -> None:
         for key in ("actor", "critic", "critic_target", "actor_opt", "critic_opt", "alpha_opt"):
             getattr(self, key).load_state_dict(state[key])
         with torch.no_grad():
             self.log_alpha.copy_(state["log_alpha"])
-        self.gen.set_state(state["gen"].cpu())
-        self.mask_gen.set_state(state["mask_gen"].cpu())
-        for k, s in self.topology.items():
-            s.load_state_dict(state["topology"][k])
-        if self.review is not None:
-            self.review.load_state_dict(state["review"])
-        self.updates, self.actor_updates = state["updates"], state["actor_updates"]
-        self.topology_log = dict(state["topology_log"])
