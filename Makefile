@@ -22,12 +22,12 @@ NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 FRESH_BOOL := $(if $(filter 1 true True yes,$(FRESH)),True,False)
 TRAIN_BOOL := $(if $(filter 1 true True yes,$(STORED)),False,True)
 
-.PHONY: help setup preset test figures lint bench bench-pixels clean
+.PHONY: help setup preset test figures lint bench bench-pixels bench-vectorized clean
 
 help:
 	@echo "make figures [PRESET=ci|laptop|paper] [FRESH=1|STORED=1]  run notebooks/NN_*.ipynb, figures in figures/"
 	@echo "make test                                       unit tests and notebooks on the ci preset"
-	@echo "make lint | make bench | make bench-pixels | make clean"
+	@echo "make lint | make bench | make bench-pixels | make bench-vectorized | make clean"
 
 # The stamp is older than requirements.txt when the pins change, which re-runs the install. pip's cache is
 # kept, so a rebuild downloads nothing it already has.
@@ -71,6 +71,10 @@ bench: setup
 # DrQ on pixels: agent steps/s on dmc:cheetah-run with rendering, replay bytes, reference-style yardstick.
 bench-pixels: setup
 	$(PY) -m nelib.bench_pixels
+
+# Seeds trained together in one process (nelib.vectorized) vs the process pool: aggregate steps/s for K = 1..32.
+bench-vectorized: setup
+	$(PY) -m nelib.bench_vectorized
 
 # Build outputs only: .venv, figures/ and data/ (cached results, expensive to recompute) stay.
 clean:

@@ -203,7 +203,7 @@ def _run_on_ray(todo: list[TrainConfig], root: str, fresh: bool, command: str, w
 
 def run_configs(configs: list[TrainConfig], store: ResultStore | None = None, workers: int | None = None,
                 fresh: bool = False, progress: bool = True, backend: str = "local",
-                address: str | None = None) -> list[tuple[TrainConfig, str]]:
+                address: str | None = None, vectorize: int | str = 0) -> list[tuple[TrainConfig, str]]:
     """Run the configs not yet stored, ``workers`` at a time; return ``(config, error)`` of failures.
 
     ``backend="local"`` runs them on a process pool on this machine (one run in this process if
@@ -212,9 +212,15 @@ def run_configs(configs: list[TrainConfig], store: ResultStore | None = None, wo
     started here (``workers`` CPUs, default all) and shut down at the end. Ray workers write to ``store``
     themselves, so on a multi-node cluster its folder must be on a filesystem shared by all nodes, at the
     same path, and nelib must be installed on every node. See :func:`_run_on_ray`.
+
+    ``vectorize=K`` (local backend) trains the seeds of each task and method K at a time in one process
+    (:mod:`nelib.vectorized`: the same results, one worker per group); ``"auto"`` groups all seeds where the
+    runs use CUDA and none on CPU (nor on Ray); 0 or 1: one run per worker.
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
+    if vectorize not in ("auto", 0, 1) and backend != "local":
+        raise ValueError("vectorized seeds run on the local backend only")
     store = store or ResultStore()
     todo, failures = [], []
     for c in configs:
@@ -237,6 +243,18 @@ def run_configs(configs: list[TrainConfig], store: ResultStore | None = None, wo
             tqdm.write(f"run failed: {cfg.task} {cfg.method} seed {cfg.seed}: {error}")
         bar.update(1)
 
+    if vectorize == "auto":
+        from nelib.vectorized import auto_vectorize
+
+        vectorize = auto_vectorize(todo) if backend == "local" else 0
+    if int(vectorize) > 1:
+        from nelib.vectorized import seed_groups
+
+        try:
+            _run_groups(seed_groups(todo, int(vectorize)), str(store.root), workers, fresh, command, done)
+        finally:
+            bar.close()
+        return failures
     if backend == "ray":
         try:
             _run_on_ray(todo, str(store.root.resolve()), fresh, command, ray_workers, address, done)
@@ -259,6 +277,30 @@ def run_configs(configs: list[TrainConfig], store: ResultStore | None = None, wo
                 done(futures[fut], None if exc is None else "".join(traceback.format_exception_only(exc)).strip())
     bar.close()
     return failures
+
+
+def _run_groups(groups: list[list[TrainConfig]], root: str, workers: int, fresh: bool, command: str, done) -> None:
+    """Each group (runs equal but for the seed) in one worker, trained together (:func:`nelib.vectorized.run_group`);
+    ``done(cfg, error)`` for every run of a group as the group ends."""
+    from nelib.vectorized import run_group
+
+    def report(group, exc):
+        for cfg in group:
+            done(cfg, None if exc is None else _error_text(exc))
+
+    workers = min(workers, len(groups))
+    if workers == 1:
+        for group in groups:
+            try:
+                run_group(group, root, fresh, command)
+                report(group, None)
+            except Exception as e:  # keep going: one failed group must not lose the others
+                report(group, e)
+        return
+    with cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(run_group, g, root, fresh, command): g for g in groups}
+        for fut in cf.as_completed(futures):
+            report(futures[fut], fut.exception())
 
 
 class NoStoredRuns(RuntimeError):

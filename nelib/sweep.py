@@ -45,6 +45,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seeds", default=None, help="comma-separated seeds (default: the preset's)")
     p.add_argument("--methods", default=None,
                    help="comma-separated arms to run, as method or method@variant (default: all)")
+    p.add_argument("--vectorize", default="0", metavar="K",
+                   help="train the seeds of each task and method K at a time in one process (nelib.vectorized; "
+                        "same results); auto: all seeds together where runs use CUDA, none on CPU; 0: off")
     p.add_argument("--workers", type=int, default=None,
                    help="parallel runs (default: number of cores; with ray: all the cluster's CPUs)")
     p.add_argument("--backend", choices=BACKENDS, default="local",
@@ -69,7 +72,9 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"{'stored ' if stored else 'missing'} {c.task} {c.method}{'@' + c.variant if c.variant else ''} "
                       f"seed {c.seed}")
             return
-        failures = run_configs(configs, store, args.workers, args.fresh, backend=args.backend, address=args.address)
+        vectorize = args.vectorize if args.vectorize == "auto" else int(args.vectorize)
+        failures = run_configs(configs, store, args.workers, args.fresh, backend=args.backend, address=args.address,
+                               vectorize=vectorize)
     except (ValueError, ImportError) as e:  # ImportError: --backend ray without ray installed
         sys.exit(f"error: {e}")
     print(f"{len(configs) - len(failures)} of {len(configs)} runs stored under {store.root}")

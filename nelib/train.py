@@ -101,129 +101,201 @@ def evaluate(agent: TD3 | DrQ, env, episodes: int, seed: int) -> tuple[float, fl
     return float(np.mean(returns)), float(np.std(returns))
 
 
+def stored_rows(cfg: TrainConfig, store: ResultStore, overwrite: bool = False) -> pd.DataFrame | None:
+    """Check ``cfg``'s task and method; return its stored rows if this exact config is stored, else None."""
+    check_task(cfg.task)
+    if cfg.method not in METHODS:
+        raise ValueError(f"unknown method {cfg.method!r}; known methods: {', '.join(METHODS)}")
+    return store.load(cfg, overwrite=overwrite)
+
+
+class Run:
+    """One run between its steps: envs, agent, replay, RNG streams, counters and evaluation rows.
+
+    :func:`run` drives one of these step by step; :mod:`nelib.vectorized` drives several in lockstep and
+    batches their updates. Building one restores the run's checkpoint, if there is one.
+    """
+
+    def __init__(self, cfg: TrainConfig, store: ResultStore, device: torch.device | None = None):
+        self.cfg, self.store = cfg, store
+        self.device = device = device or resolve_device(cfg.device)
+        pixels = {"action_repeat": cfg.drq.action_repeat, "frame_stack": cfg.drq.frame_stack,
+                  "image_size": cfg.drq.image_size} if cfg.algo == "drq" else {}
+        self.env, self.eval_env = make_env(cfg.task, **pixels), make_env(cfg.task, **pixels)
+        env = self.env
+        obs_shape, act_dim = env.observation_space.shape, env.action_space.shape[0]
+        self.low, self.high = env.action_space.low, env.action_space.high
+        max_action = float(self.high[0])
+        self.agent = build_agent(cfg, obs_shape if cfg.algo == "drq" else obs_shape[0], act_dim, max_action, device)
+        self.buffer = make_buffer(cfg, env, device)
+        # DMC rows also count frames
+        self.frames_per_step = env.unwrapped.action_repeat if cfg.algo == "drq" else None
+        self.rng = np.random.default_rng(cfg.seed)
+        self.metric_gen = torch.Generator().manual_seed(cfg.seed + 2)
+        self.cyclic_env = isinstance(env.unwrapped, CyclicEnv)
+
+        self.t, self.rows, self.wall_before, self.commit = 0, [], 0.0, git_commit()
+        self.episode_return, self.last_return, self.episodes = 0.0, float("nan"), 0
+        self.losses: dict[str, float] = {}
+        self.obs, _ = env.reset(seed=cfg.seed)
+        self.needs_reset = False
+        self.ckpt_path = store.checkpoint_path(cfg)
+        if self.ckpt_path.exists():
+            self._restore(torch.load(self.ckpt_path, map_location=device, weights_only=False))
+        self.next_ckpt = ((self.t // cfg.checkpoint_every + 1) * cfg.checkpoint_every
+                          if cfg.checkpoint_every else None)
+        self.start = time.perf_counter()
+
+    def _restore(self, ckpt: dict) -> None:
+        cfg = self.cfg
+        if ckpt.get("hash") != cfg.hash():
+            raise ValueError(f"checkpoint {self.ckpt_path} was written by another config (hash {ckpt.get('hash')}, "
+                             f"now {cfg.hash()}); delete it to start over")
+        self.agent.load_state_dict(ckpt["agent"])
+        self.buffer.load_state_dict(ckpt["buffer"])
+        self.rng.bit_generator.state = ckpt["rng"]
+        self.metric_gen.set_state(ckpt["metric_gen"].cpu())  # map_location moved it; generator states live on the CPU
+        set_env_rng_state(self.env, ckpt["env_rng"])
+        if ckpt.get("env_state") is not None:
+            self.env.unwrapped.load_state_dict(ckpt["env_state"])
+        self.t, self.rows, self.wall_before, self.commit = ckpt["t"], ckpt["rows"], ckpt["wall_time_s"], ckpt["commit"]
+        self.last_return, self.episodes = ckpt["last_return"], ckpt["episodes"]
+        self.needs_reset = True
+
+    def agent_state(self) -> dict:
+        """The agent's part of a checkpoint."""
+        return self.agent.state_dict()
+
+    def checkpoint(self) -> None:
+        """Write everything the run needs to resume (taken between episodes)."""
+        env = self.env
+        state = {"hash": self.cfg.hash(), "agent": self.agent_state(), "buffer": self.buffer.state_dict(),
+                 "rng": self.rng.bit_generator.state, "metric_gen": self.metric_gen.get_state(),
+                 "env_rng": env_rng_state(env), "t": self.t, "rows": self.rows,
+                 "env_state": env.unwrapped.state_dict() if self.cyclic_env else None,
+                 "wall_time_s": self.wall_before + time.perf_counter() - self.start,
+                 "last_return": self.last_return, "episodes": self.episodes, "commit": self.commit}
+        atomic_write(self.ckpt_path, lambda p: torch.save(state, p))
+
+    def evaluate_row(self, sps: float) -> dict:
+        """Evaluate the agent now, append the evaluation row (with plasticity metrics) and return it."""
+        cfg, env, agent, buffer = self.cfg, self.env, self.agent, self.buffer
+        if self.cyclic_env:  # evaluate on the task being trained now
+            self.eval_env.unwrapped.load_state_dict({"stage": env.unwrapped.stage, "visit_steps": 0})
+        ret_mean, ret_std = evaluate(agent, self.eval_env, cfg.eval_episodes, cfg.seed + 100)
+        t = self.t
+        row = {"step": t, **({"frames": t * self.frames_per_step} if self.frames_per_step else {}),
+               "return_mean": ret_mean, "return_std": ret_std, "episodes": self.episodes,
+               **({"task_now": env.unwrapped.task, "stage": env.unwrapped.stage} if self.cyclic_env else {}),
+               "train_return": self.last_return, "review": bool(agent.review and agent.review.active),
+               "review_rate": agent.review.rate if agent.review and agent.review.rate is not None else float("nan"),
+               **agent.topology_log, "steps_per_s": sps, **self.losses}
+        if buffer.size:
+            row.update(agent.plasticity(*buffer.metrics_batch(cfg.metrics_batch, self.metric_gen)))
+        agent.topology_log = {"grown": 0, "pruned": 0}
+        self.rows.append(row)
+        return row
+
+    def begin_step(self) -> None:
+        """Reset the env after an episode end, checkpointing first when one is due."""
+        if self.needs_reset:
+            cfg = self.cfg
+            if self.next_ckpt is not None and self.t >= self.next_ckpt and self.t > 0:
+                self.checkpoint()
+                self.next_ckpt = (self.t // cfg.checkpoint_every + 1) * cfg.checkpoint_every
+            self.obs, _ = self.env.reset()
+            self.needs_reset = False
+
+    @property
+    def random_phase(self) -> bool:
+        """Whether this step's action is uniform random (the start phase)."""
+        return self.t < self.cfg.start_steps
+
+    def random_action(self) -> np.ndarray:
+        return self.rng.uniform(self.low, self.high).astype(np.float32)
+
+    def clip(self, action: np.ndarray) -> np.ndarray:
+        """An exploration action (the agent's, plus noise) clipped to the action space."""
+        return action.clip(self.low, self.high).astype(np.float32)
+
+    def env_step(self, action: np.ndarray) -> None:
+        """Step the env with ``action``, store the transition and count the step."""
+        next_obs, reward, terminated, truncated, _ = self.env.step(action)
+        # Bootstrap through time-limit truncation: only a true terminal state has no future value.
+        self.buffer.add(self.obs, action, reward, next_obs, terminated)
+        self.obs = next_obs
+        self.episode_return += float(reward)
+        self.t += 1
+        if terminated or truncated:
+            self.last_return, self.episode_return, self.episodes = self.episode_return, 0.0, self.episodes + 1
+            self.needs_reset = True
+
+    @property
+    def trains(self) -> bool:
+        """Whether the agent updates after the step just taken."""
+        return self.t > self.cfg.start_steps
+
+    @property
+    def eval_due(self) -> bool:
+        return self.t % self.cfg.eval_every == 0 or self.t == self.cfg.steps
+
+    def step(self) -> None:
+        """One whole step of a single run: reset if needed, act, step the env, update the agent."""
+        self.begin_step()
+        if self.random_phase:
+            action = self.random_action()
+        else:
+            action = self.clip(self.agent.explore(self.obs, self.rng))
+        self.env_step(action)
+        if self.trains:
+            self.losses = self.agent.train(self.buffer)
+
+    def finish(self, command: str | None = None, wall_time_s: float | None = None) -> pd.DataFrame:
+        """Save the rows and the record to the store, delete the checkpoint, return the rows.
+
+        ``wall_time_s`` defaults to this run's own time (checkpointed time included)."""
+        df = pd.DataFrame(self.rows)
+        wall = self.wall_before + time.perf_counter() - self.start if wall_time_s is None else wall_time_s
+        self.store.save(self.cfg, df, wall, self.commit, command)
+        self.ckpt_path.unlink(missing_ok=True)
+        return df
+
+
 def run(cfg: TrainConfig, store: ResultStore | None = None, overwrite: bool = False,
         command: str | None = None) -> pd.DataFrame:
     """Train (or load, if stored with the same config hash) one run; return its evaluation rows.
 
     ``command`` is what the results record says produced the run (default: this process's command line).
     """
-    check_task(cfg.task)
-    if cfg.method not in METHODS:
-        raise ValueError(f"unknown method {cfg.method!r}; known methods: {', '.join(METHODS)}")
     store = store or ResultStore()
-    done_rows = store.load(cfg, overwrite=overwrite)
+    done_rows = stored_rows(cfg, store, overwrite)
     if done_rows is not None:
         return done_rows
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
-    pixels = {"action_repeat": cfg.drq.action_repeat, "frame_stack": cfg.drq.frame_stack,
-              "image_size": cfg.drq.image_size} if cfg.algo == "drq" else {}
-    env, eval_env = make_env(cfg.task, **pixels), make_env(cfg.task, **pixels)
-    obs_shape, act_dim = env.observation_space.shape, env.action_space.shape[0]
-    low, high = env.action_space.low, env.action_space.high
-    max_action = float(high[0])
-    agent = build_agent(cfg, obs_shape if cfg.algo == "drq" else obs_shape[0], act_dim, max_action, device)
-    buffer = make_buffer(cfg, env, device)
-    frames_per_step = env.unwrapped.action_repeat if cfg.algo == "drq" else None  # DMC rows also count frames
-    rng = np.random.default_rng(cfg.seed)
-    metric_gen = torch.Generator().manual_seed(cfg.seed + 2)
-
-    t, rows, wall_before, commit = 0, [], 0.0, git_commit()
-    episode_return, last_return, episodes = 0.0, float("nan"), 0
-    obs, _ = env.reset(seed=cfg.seed)
-    needs_reset = False
-    ckpt_path = store.checkpoint_path(cfg)
-    if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
-        if ckpt.get("hash") != cfg.hash():
-            raise ValueError(f"checkpoint {ckpt_path} was written by another config (hash {ckpt.get('hash')}, "
-                             f"now {cfg.hash()}); delete it to start over")
-        agent.load_state_dict(ckpt["agent"])
-        buffer.load_state_dict(ckpt["buffer"])
-        rng.bit_generator.state = ckpt["rng"]
-        metric_gen.set_state(ckpt["metric_gen"].cpu())  # map_location moved it; generator states live on the CPU
-        set_env_rng_state(env, ckpt["env_rng"])
-        if ckpt.get("env_state") is not None:
-            env.unwrapped.load_state_dict(ckpt["env_state"])
-        t, rows, wall_before, commit = ckpt["t"], ckpt["rows"], ckpt["wall_time_s"], ckpt["commit"]
-        last_return, episodes = ckpt["last_return"], ckpt["episodes"]
-        needs_reset = True
-
-    def checkpoint():
-        state = {"hash": cfg.hash(), "agent": agent.state_dict(), "buffer": buffer.state_dict(),
-                 "rng": rng.bit_generator.state, "metric_gen": metric_gen.get_state(),
-                 "env_rng": env_rng_state(env), "t": t, "rows": rows,
-                 "env_state": env.unwrapped.state_dict() if isinstance(env.unwrapped, CyclicEnv) else None,
-                 "wall_time_s": wall_before + time.perf_counter() - start, "last_return": last_return,
-                 "episodes": episodes, "commit": commit}
-        atomic_write(ckpt_path, lambda p: torch.save(state, p))
-
-    cyclic_env = isinstance(env.unwrapped, CyclicEnv)
-
-    def evaluate_row(sps: float):
-        if cyclic_env:  # evaluate on the task being trained now
-            eval_env.unwrapped.load_state_dict({"stage": env.unwrapped.stage, "visit_steps": 0})
-        ret_mean, ret_std = evaluate(agent, eval_env, cfg.eval_episodes, cfg.seed + 100)
-        row = {"step": t, **({"frames": t * frames_per_step} if frames_per_step else {}),
-               "return_mean": ret_mean, "return_std": ret_std, "episodes": episodes,
-               **({"task_now": env.unwrapped.task, "stage": env.unwrapped.stage} if cyclic_env else {}),
-               "train_return": last_return, "review": bool(agent.review and agent.review.active),
-               "review_rate": agent.review.rate if agent.review and agent.review.rate is not None else float("nan"),
-               **agent.topology_log, "steps_per_s": sps, **losses}
-        if buffer.size:
-            row.update(agent.plasticity(*buffer.metrics_batch(cfg.metrics_batch, metric_gen)))
-        agent.topology_log = {"grown": 0, "pruned": 0}
-        rows.append(row)
-        return row
-
-    start = time.perf_counter()
-    losses: dict[str, float] = {}
-    next_ckpt = (t // cfg.checkpoint_every + 1) * cfg.checkpoint_every if cfg.checkpoint_every else None
-    bar = tqdm(total=cfg.steps, initial=t, disable=not cfg.progress, dynamic_ncols=True, mininterval=1.0,
+    r = Run(cfg, store)
+    bar = tqdm(total=cfg.steps, initial=r.t, disable=not cfg.progress, dynamic_ncols=True, mininterval=1.0,
                desc=f"{cfg.method} {cfg.task} s{cfg.seed}", unit="step")
-    if t == 0:
-        evaluate_row(float("nan"))
-    window_start, window_t = time.perf_counter(), t
-    while t < cfg.steps:
-        if needs_reset:
-            if next_ckpt is not None and t >= next_ckpt and t > 0:
-                checkpoint()
-                next_ckpt = (t // cfg.checkpoint_every + 1) * cfg.checkpoint_every
-            obs, _ = env.reset()
-            needs_reset = False
-        if t < cfg.start_steps:
-            action = rng.uniform(low, high).astype(np.float32)
-        else:
-            action = agent.explore(obs, rng).clip(low, high).astype(np.float32)
-        next_obs, reward, terminated, truncated, _ = env.step(action)
-        # Bootstrap through time-limit truncation: only a true terminal state has no future value.
-        buffer.add(obs, action, reward, next_obs, terminated)
-        obs = next_obs
-        episode_return += float(reward)
-        t += 1
-        if terminated or truncated:
-            last_return, episode_return, episodes = episode_return, 0.0, episodes + 1
-            needs_reset = True
-        if t > cfg.start_steps:
-            losses = agent.train(buffer)
+    if r.t == 0:
+        r.evaluate_row(float("nan"))
+    window_start, window_t = time.perf_counter(), r.t
+    while r.t < cfg.steps:
+        r.step()
         bar.update(1)
-        if t % cfg.eval_every == 0 or t == cfg.steps:
-            sps = (t - window_t) / (time.perf_counter() - window_start)
-            row = evaluate_row(sps)
+        if r.eval_due:
+            sps = (r.t - window_t) / (time.perf_counter() - window_start)
+            row = r.evaluate_row(sps)
             bar.set_postfix(sps=f"{sps:.0f}", ret=f"{row['return_mean']:.0f}",
                             active=f"{row.get('critic_active_ratio', float('nan')):.3f}")
-            window_start, window_t = time.perf_counter(), t
+            window_start, window_t = time.perf_counter(), r.t
     bar.close()
-    df = pd.DataFrame(rows)
-    store.save(cfg, df, wall_before + time.perf_counter() - start, commit, command)
-    ckpt_path.unlink(missing_ok=True)
-    return df
+    return r.finish(command)
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.Namespace]:
+def parse_args(argv: list[str] | None = None, prog: str = "python -m nelib.train",
+               ) -> tuple[TrainConfig, argparse.Namespace]:
     """CLI -> config. Every config field is an option, nested ones dotted (``--agent.lr 1e-3``)."""
-    p = argparse.ArgumentParser(prog="python -m nelib.train", description=__doc__.split("\n")[0],
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--task", default="HalfCheetah-v5",
                    help="gymnasium MuJoCo task id, or dmc:<domain>-<task> (pixels, DrQ), e.g. dmc:cheetah-run")
