@@ -73,7 +73,7 @@ def test_sweep_cli_passes_backend_and_address(tmp_path, monkeypatch):
     monkeypatch.setattr(sweep, "run_configs", lambda configs, *a, **kw: seen.update(kw) or [])
     sweep.main(["--experiment", "plasticity-loss", "--preset", "ci", "--backend", "ray", "--address", "auto",
                 "--data-dir", str(tmp_path)])
-    assert seen == {"backend": "ray", "address": "auto"}
+    assert seen == {"backend": "ray", "address": "auto", "vectorize": 0}
     with pytest.raises(SystemExit):
         sweep.main(["--experiment", "plasticity-loss", "--backend", "nope"])
 
