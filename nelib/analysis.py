@@ -103,10 +103,11 @@ def compare(scores: pd.DataFrame, a: str, b: str) -> list[str]:
         ma, mb = g[g.label == a]["score"].mean(), g[g.label == b]["score"].mean()
         if np.isnan(ma) or np.isnan(mb):
             continue
-        n = min((g.label == a).sum(), (g.label == b).sum())
+        na, nb = (g.label == a).sum(), (g.label == b).sum()
+        seeds = f"{na} seed(s) each" if na == nb else f"{na} vs {nb} seeds"
         rel = (ma - mb) / abs(mb) * 100 if mb else float("nan")
         verdict = "higher" if ma > mb else "lower"
-        out.append(f"{task}: {a} {ma:.0f} vs {b} {mb:.0f} ({rel:+.0f}%, {verdict}; {n} seed(s))")
+        out.append(f"{task}: {a} {ma:.0f} vs {b} {mb:.0f} ({rel:+.0f}%, {verdict}; {seeds})")
     return out
 
 

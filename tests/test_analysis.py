@@ -23,7 +23,7 @@ def test_final_scores_and_comparison():
     got = scores.set_index(["label", "seed"])["score"].to_dict()
     assert got == {("ne", 0): 200.0, ("ne", 1): 205.0, ("td3", 0): 100.0, ("td3", 1): 105.0}
     (line,) = analysis.compare(scores, "ne", "td3")
-    assert line.startswith("T: ne 202 vs td3 102 (+98%, higher; 2 seed(s))")
+    assert line.startswith("T: ne 202 vs td3 102 (+98%, higher; 2 seed(s) each)")
     (trend,) = analysis.trend(rows(), "critic_active_ratio", "ne", early=1, late=1)
     assert "fell from 1.000" in trend and "to 0.800" in trend
 
