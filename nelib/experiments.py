@@ -78,6 +78,9 @@ DMC_SCALED_OVERRIDES: dict[str, dict[str, dict[str, object]]] = {
     "reset": {"ci": {"reset.interval": 20}, "laptop": {"reset.interval": 2_000},
               "paper": {"reset.interval": 50_000}},
     "redo": {"ci": {"redo.interval": 20}},
+    # NE's review window (50 measurements = 5k updates) needs 10k updates before it can fire; a `laptop` DMC
+    # run makes 2k, so its window there is 5 measurements.
+    "ne": {"laptop": {"review.window": 5}},
 }
 
 # The ablations and the sensitivity study run on the preset's first task below `paper` scale: on a 2-core CPU
@@ -127,6 +130,15 @@ BACKENDS = ("local", "ray")
 RAY_INSTALL_HINT = "the ray backend needs the ray package: pip install ray (pinned in requirements.txt)"
 
 
+def _import_ray():
+    """The ray module, or an ImportError that says how to install it."""
+    try:
+        import ray
+    except ImportError as e:
+        raise ImportError(RAY_INSTALL_HINT) from e
+    return ray
+
+
 def _error_text(exc: BaseException) -> str:
     return "".join(traceback.format_exception_only(exc)).strip()
 
@@ -139,10 +151,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, tries: int
     up, which a busy 2-core machine can miss (see the jsonschema pin in requirements.txt); a failed start is
     retried once. Returns the ``ray`` module.
     """
-    try:
-        import ray
-    except ImportError as e:
-        raise ImportError(RAY_INSTALL_HINT) from e
+    ray = _import_ray()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     kwargs = {} if address else dict(num_cpus=num_cpus, include_dashboard=False,
                                      object_store_memory=100 * 1024**2)
@@ -167,10 +176,7 @@ def _run_on_ray(todo: list[TrainConfig], root: str, fresh: bool, command: str, w
     killer) is retried twice and resumes from the run's checkpoint; an exception in the run is reported,
     not retried. An interrupted sweep (Ctrl-C) cancels its tasks; started again, it resumes them.
     """
-    try:
-        import ray
-    except ImportError as e:
-        raise ImportError(RAY_INSTALL_HINT) from e
+    ray = _import_ray()
     started = not ray.is_initialized()
     if started:
         init_ray(address, workers)
