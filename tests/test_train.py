@@ -115,6 +115,20 @@ def test_store_index_is_written_below_the_readme_intro(store):
     assert len(line) == 1 and f"| {rows['return_mean'].iloc[-1]:.0f} |" in line[0]
 
 
+def test_store_summary_has_mean_and_sd_over_seeds(store):
+    from nelib.store import summary_markdown
+
+    assert summary_markdown(store).count("\n") == 1  # header only
+    for seed, finals in ((0, [5.0, 100.0]), (1, [7.0, 300.0]), (2, [1.0, 200.0])):
+        cfg = fast_config("td3", seed=seed)
+        store.save(cfg, pd.DataFrame({"step": [100, 200], "return_mean": finals}), wall_time_s=1.0)
+    store.save(fast_config("redo", seed=0), pd.DataFrame({"step": [100], "return_mean": [-42.4]}), 1.0)
+    rows = summary_markdown(store).splitlines()[2:]
+    task = fast_config("td3").task
+    assert rows == [f"| ci | {task} | redo | 1 | -42 | -42 |",
+                    f"| ci | {task} | td3 | 3 | 200 ± 100 | 100, 300, 200 |"]
+
+
 def test_corrupt_record_is_a_clear_error(store):
     cfg = fast_config("td3")
     store.json_path(cfg).parent.mkdir(parents=True)
