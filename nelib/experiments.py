@@ -253,43 +253,40 @@ def run_configs(configs: list[TrainConfig], store: ResultStore | None = None, wo
         from nelib.vectorized import auto_vectorize
 
         vectorize = auto_vectorize(todo) if backend == "local" else 0
-    if int(vectorize) > 1:
-        from nelib.vectorized import seed_groups
-
-        try:
-            _run_groups(seed_groups(todo, int(vectorize)), str(store.root), workers, fresh, command, done)
-        finally:
-            bar.close()
-        return failures
     if backend == "ray":
         try:
             _run_on_ray(todo, str(store.root.resolve()), fresh, command, ray_workers, address, done)
         finally:
             bar.close()
         return failures
-    if workers == 1:  # in this process: easier to debug, and sees environments registered here
-        for cfg in todo:
-            try:
-                _run_one(cfg, str(store.root), fresh, command)
-                done(cfg, None)
-            except Exception as e:  # keep going: one failed run must not lose the others
-                done(cfg, "".join(traceback.format_exception_only(e)).strip())
+    if int(vectorize) > 1:
+        from nelib.vectorized import run_group, seed_groups
+
+        groups, run = seed_groups(todo, int(vectorize)), run_group
     else:
-        ctx = multiprocessing.get_context("spawn")  # no forked torch/MuJoCo state in workers
-        with cf.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-            futures = {pool.submit(_run_one, c, str(store.root), fresh, command): c for c in todo}
-            for fut in cf.as_completed(futures):
-                exc = fut.exception()
-                done(futures[fut], None if exc is None else "".join(traceback.format_exception_only(exc)).strip())
-    bar.close()
+        groups, run = [[c] for c in todo], _run_alone
+    try:
+        _run_groups(groups, run, str(store.root), workers, fresh, command, done)
+    finally:
+        bar.close()
     return failures
 
 
-def _run_groups(groups: list[list[TrainConfig]], root: str, workers: int, fresh: bool, command: str, done) -> None:
-    """Each group (runs equal but for the seed) in one worker, trained together (:func:`nelib.vectorized.run_group`);
-    ``done(cfg, error)`` for every run of a group as the group ends."""
-    from nelib.vectorized import run_group
+def _run_alone(group: list[TrainConfig], root: str, fresh: bool, command: str) -> None:
+    """Train the one run of ``group`` on its own (the unvectorized path of :func:`_run_groups`)."""
+    (cfg,) = group
+    _run_one(cfg, root, fresh, command)
 
+
+def _run_groups(groups: list[list[TrainConfig]], run, root: str, workers: int, fresh: bool, command: str,
+                done) -> None:
+    """Call ``run(group, root, fresh, command)`` for each group, ``workers`` groups at a time, and
+    ``done(cfg, error)`` for every run of a group as the group ends.
+
+    One worker runs in this process (easier to debug, and it sees environments registered here); more
+    run on a spawn process pool (no forked torch/MuJoCo state). A failed group is reported and the
+    others go on: one failure must not lose the rest.
+    """
     def report(group, exc):
         for cfg in group:
             done(cfg, None if exc is None else _error_text(exc))
@@ -298,13 +295,13 @@ def _run_groups(groups: list[list[TrainConfig]], root: str, workers: int, fresh:
     if workers == 1:
         for group in groups:
             try:
-                run_group(group, root, fresh, command)
+                run(group, root, fresh, command)
                 report(group, None)
-            except Exception as e:  # keep going: one failed group must not lose the others
+            except Exception as e:
                 report(group, e)
         return
     with cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(run_group, g, root, fresh, command): g for g in groups}
+        futures = {pool.submit(run, g, root, fresh, command): g for g in groups}
         for fut in cf.as_completed(futures):
             report(futures[fut], fut.exception())
 

@@ -14,10 +14,11 @@ METHODS: dict[str, dict[str, object]] = {
     "ne": {**NE},
     "ne-random-growth": {**NE, "topology.growth.criterion": "random"},
     "ne-no-prune": {**NE, "topology.prune": False},
-    "ne-no-review": {**NE, "review.trigger": "never"},
+    # No review: the review window is moot, so it keeps its default and stays out of the config hash.
+    "ne-no-review": {**NE, "review.trigger": "never", "review.window": 0},
     # Growth alone, at random, no pruning or review: the "naive growth" of the paper's motivation (Fig 3).
     "naive-growth": {**NE, "topology.growth.criterion": "random", "topology.prune": False,
-                     "review.trigger": "never"},
+                     "review.trigger": "never", "review.window": 0},
     # The paper's baselines for TD3 (dense networks).
     "reset": {"reset.enabled": True},
     "redo": {"redo.enabled": True},

@@ -34,9 +34,15 @@ def test_random_shift_is_replicate_pad_and_crop_and_matches_grid_sample():
     # DrQ-v2's padded bilinear grid_sample lands on pixel centres: the same images (up to float rounding).
     ref = grid_sample_shift(x.repeat(2, 1, 1, 1).float(), 4, shifts)
     assert torch.allclose(ref, out.float(), atol=1e-3)
-    # random draws cover every offset 0..8 on both axes
-    drawn = random_shift(torch.zeros(500, 1, 4, 4), 4, torch.Generator().manual_seed(1))
-    assert drawn.shape == (500, 1, 4, 4)
+    # the one-op gather (the CUDA default) crops the same pixels as the per-image loop
+    assert torch.equal(random_shift(x, 4, copies=2, shifts=shifts, gather=True), out)
+    assert torch.equal(random_shift(x, 0, copies=2, shifts=shifts, gather=True), x.repeat(2, 1, 1, 1))
+    # random draws: offsets 0..8 on both axes, all of them, taken from the generator
+    big = x.repeat(100, 1, 1, 1)
+    drawn = random_shift(big, 4, torch.Generator().manual_seed(1))
+    offsets = torch.randint(0, 9, (300, 2), generator=torch.Generator().manual_seed(1))
+    assert set(offsets[:, 0].tolist()) == set(offsets[:, 1].tolist()) == set(range(9))
+    assert torch.equal(drawn, random_shift(big, 4, shifts=offsets))
 
 
 def test_squashed_sample_log_prob_matches_torch_distributions():
