@@ -140,14 +140,24 @@ def bullet_list(lines: Sequence[str]) -> str:
     return "\n".join(f"- {line}" for line in lines) if lines else "- (no comparable runs)"
 
 
+def common_tasks(scores: pd.DataFrame, baseline: str = "td3") -> list[str]:
+    """Tasks on which every label has a score (and the baseline's mean is not 0), in sorted order: the
+    tasks an aggregate over all labels can use while some runs are still missing."""
+    per_label = scores.groupby("label")["task"].agg(set)
+    tasks = set.intersection(*per_label) if len(per_label) else set()
+    ref = scores[scores.label == baseline].groupby("task")["score"].mean()
+    return sorted(t for t in tasks if t in ref.index and ref[t] != 0)
+
+
 def normalized_scores(scores: pd.DataFrame, baseline: str = "td3") -> dict[str, np.ndarray]:
     """Final scores divided by ``baseline``'s mean final score on the same task.
 
-    Returns rliable's layout: label -> array ``[seeds, tasks]`` (tasks in a fixed order; only seeds
-    present for every task of that label are kept, so the array is rectangular).
+    Returns rliable's layout: label -> array ``[seeds, tasks]`` over the :func:`common_tasks` (so every
+    label is compared on the same tasks); only seeds present on all of them are kept, so the array is
+    rectangular.
     """
     ref = scores[scores.label == baseline].groupby("task")["score"].mean()
-    tasks = [t for t in ref.index if ref[t] != 0]
+    tasks = common_tasks(scores, baseline)
     out = {}
     for label, g in scores[scores.task.isin(tasks)].groupby("label"):
         table = g.pivot(index="seed", columns="task", values="score").reindex(columns=tasks).dropna()

@@ -208,14 +208,40 @@ def write_index(store: ResultStore) -> Path:
     return readme
 
 
+SUMMARY_START, SUMMARY_END = "<!-- summary: python -m nelib.store --readme README.md -->", "<!-- end of summary -->"
+
+
+def write_summary(store: ResultStore, readme: str | Path) -> Path:
+    """Replace the block between ``SUMMARY_START`` and ``SUMMARY_END`` in ``readme`` (the project README)
+    with :func:`summary_markdown`, so its results table never drifts from the store."""
+    readme = Path(readme)
+    text = readme.read_text()
+    if text.count(SUMMARY_START) != 1 or text.count(SUMMARY_END) != 1:
+        raise ValueError(f"{readme} needs one line {SUMMARY_START!r} and one {SUMMARY_END!r} after it")
+    head, rest = text.split(SUMMARY_START)
+    _, tail = rest.split(SUMMARY_END)
+    atomic_write(readme, lambda p: p.write_text(
+        f"{head}{SUMMARY_START}\n{summary_markdown(store)}\n{SUMMARY_END}{tail}"))
+    return readme
+
+
 def main(argv: list[str] | None = None) -> None:
     import argparse
 
     p = argparse.ArgumentParser(prog="python -m nelib.store", description="Index of the stored runs, as markdown.")
     p.add_argument("root", nargs="?", default=None, help="results store root (default: $NELIB_DATA or ./data)")
     p.add_argument("--write", action="store_true", help="write the index into <root>/README.md instead of printing")
+    p.add_argument("--readme", default=None, metavar="PATH",
+                   help="also rewrite the summary table between the markers in PATH (the project README)")
     args = p.parse_args(argv)
     store = ResultStore(args.root)
+    if args.readme:
+        try:
+            print(f"wrote {write_summary(store, args.readme)}")
+        except ValueError as e:
+            p.error(str(e))
+        if not args.write:
+            return
     print(f"wrote {write_index(store)}" if args.write else f"{summary_markdown(store)}\n\n{index_markdown(store)}")
 
 

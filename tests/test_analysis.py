@@ -33,6 +33,13 @@ def test_normalised_scores_layout_and_forgetting():
     norm = analysis.normalized_scores(scores, "td3")
     assert norm["td3"].shape == (2, 1) and norm["td3"].mean() == pytest.approx(1.0)
     np.testing.assert_allclose(norm["ne"][:, 0], [200 / 102.5, 205 / 102.5])
+    # a label missing from a task takes that task out of every label's aggregate
+    more = pd.concat([scores, pd.DataFrame({"task": "U", "label": ["td3", "td3", "ne"], "seed": [0, 1, 0],
+                                            "score": [10.0, 30.0, 40.0]})], ignore_index=True)
+    assert analysis.common_tasks(more) == ["T", "U"]
+    both = analysis.normalized_scores(more, "td3")
+    np.testing.assert_allclose(both["ne"], [[200 / 102.5, 2.0]])  # ne's seed 1 has no run on U
+    assert analysis.common_tasks(more[~((more.task == "U") & (more.label == "ne"))]) == ["T"]
     drop = analysis.forgetting(rows())
     assert (drop["drop"] == 0).all()
 

@@ -127,6 +127,17 @@ def test_store_summary_has_mean_and_sd_over_seeds(store):
     task = fast_config("td3").task
     assert rows == [f"| ci | {task} | redo | 1 | -42 | -42 |",
                     f"| ci | {task} | td3 | 3 | 200 ± 100 | 100, 300, 200 |"]
+    # the project README's copy is rewritten between its markers, and the rest is kept
+    from nelib.store import SUMMARY_END, SUMMARY_START, main
+
+    readme = store.root / "PROJECT.md"
+    readme.write_text(f"# Top\n\n{SUMMARY_START}\n| stale |\n{SUMMARY_END}\n\nAfter.\n")
+    main([str(store.root), "--readme", str(readme)])
+    assert readme.read_text() == f"# Top\n\n{SUMMARY_START}\n{summary_markdown(store)}\n{SUMMARY_END}\n\nAfter.\n"
+    readme.write_text("no markers\n")
+    with pytest.raises(SystemExit):
+        main([str(store.root), "--readme", str(readme)])
+    assert readme.read_text() == "no markers\n"
 
 
 def test_corrupt_record_is_a_clear_error(store):
