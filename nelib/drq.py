@@ -126,7 +126,7 @@ def random_shift(x: torch.Tensor, pad: int, generator: torch.Generator | None = 
     padded[:, :, pad + h:, pad:pad + w] = x[:, :, -1:]
     padded[:, :, :, :pad] = padded[:, :, :, pad:pad + 1]
     padded[:, :, :, pad + w:] = padded[:, :, :, pad + w - 1:pad + w]
-    if gather if gather is not None else x.is_cuda:
+    if x.is_cuda if gather is None else gather:
         shifts = shifts.to(x.device)
         rows = shifts[:, :1] + torch.arange(h, device=x.device)  # [copies * B, H]
         cols = shifts[:, 1:] + torch.arange(w, device=x.device)  # [copies * B, W]

@@ -161,6 +161,11 @@ def store_for(preset: str) -> ResultStore:
     return ResultStore(REPO / "build" / "data-ci" if preset == "ci" else REPO / "data")
 
 
+def final_return(csv: Path) -> float:
+    """The mean return of a stored run's last evaluation."""
+    return float(pd.read_csv(csv)["return_mean"].iloc[-1])
+
+
 def index_markdown(store: ResultStore) -> str:
     """A markdown table of every stored run: key, final return, commit, wall time and command."""
     lines = ["| preset | task | method | seed | final return | commit | wall time | command |",
@@ -168,7 +173,7 @@ def index_markdown(store: ResultStore) -> str:
     for path in sorted((store.root / "runs").glob("*/*/*/seed*.json")):
         rec = json.loads(path.read_text())
         csv = path.with_suffix(".csv")
-        final = pd.read_csv(csv)["return_mean"].iloc[-1] if csv.exists() else float("nan")
+        final = final_return(csv) if csv.exists() else float("nan")
         preset, task, method = path.parts[-4:-1]
         lines.append(f"| {preset} | {task} | {method} | {path.stem.removeprefix('seed')} | {final:.0f} | "
                      f"{rec['commit'][:7]} | {rec['wall_time_s'] / 60:.0f} min | `{rec['command']}` |")
@@ -178,7 +183,7 @@ def index_markdown(store: ResultStore) -> str:
 def summary_markdown(store: ResultStore) -> str:
     """A markdown table with one row per preset, task and method: the seeds stored, the mean and
     standard deviation over seeds of the final evaluation's return, and each seed's."""
-    finals = [(*path.parts[-4:-1], int(path.stem.removeprefix("seed")), pd.read_csv(path)["return_mean"].iloc[-1])
+    finals = [(*path.parts[-4:-1], int(path.stem.removeprefix("seed")), final_return(path))
               for path in sorted((store.root / "runs").glob("*/*/*/seed*.csv"))]
     lines = ["| preset | task | method | seeds | final return: mean ± sd over seeds | per seed |",
              "| --- | --- | --- | --- | --- | --- |"]
@@ -232,7 +237,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("root", nargs="?", default=None, help="results store root (default: $NELIB_DATA or ./data)")
     p.add_argument("--write", action="store_true", help="write the index into <root>/README.md instead of printing")
     p.add_argument("--readme", default=None, metavar="PATH",
-                   help="also rewrite the summary table between the markers in PATH (the project README)")
+                   help="rewrite the summary table between the markers in PATH (the project README)")
     args = p.parse_args(argv)
     store = ResultStore(args.root)
     if args.readme:
