@@ -33,7 +33,10 @@ def default_root() -> Path:
 
 
 def git_commit() -> str:
-    """Commit of the nelib checkout (``+dirty`` if it has uncommitted changes), or ``unknown``."""
+    """Commit of the nelib checkout (``+dirty`` if it has uncommitted changes).
+
+    Outside a git checkout (a copy of the code shipped to a cluster node or a GPU box) it is
+    ``$NELIB_COMMIT`` if set, else ``unknown``: set it to the commit the copy was made from."""
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
                              check=True).stdout.strip()
@@ -41,7 +44,7 @@ def git_commit() -> str:
                                capture_output=True, text=True, check=True).stdout.strip()
         return sha + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+        return os.environ.get("NELIB_COMMIT", "unknown")
 
 
 def current_command() -> str:

@@ -140,6 +140,15 @@ def test_store_summary_has_mean_and_sd_over_seeds(store):
     assert readme.read_text() == "no markers\n"
 
 
+def test_commit_outside_a_git_checkout_comes_from_the_environment(tmp_path, monkeypatch):
+    from nelib import store as store_mod
+    monkeypatch.setattr(store_mod, "REPO", tmp_path)  # a copy of the code without .git
+    monkeypatch.delenv("NELIB_COMMIT", raising=False)
+    assert store_mod.git_commit() == "unknown"
+    monkeypatch.setenv("NELIB_COMMIT", "abc1234")
+    assert store_mod.git_commit() == "abc1234"
+
+
 def test_corrupt_record_is_a_clear_error(store):
     cfg = fast_config("td3")
     store.json_path(cfg).parent.mkdir(parents=True)
