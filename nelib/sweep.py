@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="train the seeds of each task and method K at a time in one process (nelib.vectorized; "
                         "same results); auto: all seeds together where runs use CUDA, none on CPU; 0: off")
     p.add_argument("--workers", type=int, default=None,
-                   help="parallel runs (default: number of cores; with ray: all the cluster's CPUs)")
+                   help="parallel runs (default: number of cores, or 1 where runs use CUDA; with ray: all the "
+                        "cluster's CPUs)")
     p.add_argument("--backend", choices=BACKENDS, default="local",
                    help="local: a process pool on this machine, no server (default); ray: one Ray task per run")
     p.add_argument("--address", default=None,

@@ -1,5 +1,8 @@
 """Experiment grids, the local process pool, sweeps that skip stored runs and survive failures, cyclic tasks."""
 
+import dataclasses
+import os
+
 import numpy as np
 import pytest
 from conftest import FAKE
@@ -7,7 +10,7 @@ from conftest import FAKE
 from nelib.config import make_config
 from nelib.cyclic import CyclicEnv, parse_cycle
 from nelib.envs import check_task
-from nelib.experiments import EXPERIMENTS, experiment_configs, run_configs, run_experiment
+from nelib.experiments import EXPERIMENTS, default_workers, experiment_configs, run_configs, run_experiment
 from nelib.methods import METHODS
 
 TINY = dict(steps=200, start_steps=100, eval_every=100, eval_episodes=1, checkpoint_every=0, progress=False)
@@ -114,3 +117,10 @@ def presets_ci_tasks_and_seeds():
 
     p = presets.get("ci")
     return [(t, s) for t in p.tasks for s in p.seeds]
+
+
+def test_default_workers_one_per_core_on_cpu_and_one_on_cuda():
+    cpu = make_config(task="HalfCheetah-v5", method="td3", device="cpu")
+    cuda = dataclasses.replace(cpu, device="cuda")  # resolving the name needs no GPU
+    assert default_workers([cpu]) == (os.cpu_count() or 1)
+    assert default_workers([cuda, cuda]) == 1
