@@ -211,7 +211,7 @@ def default_workers(configs: list[TrainConfig]) -> int:
     """Parallel local runs when not told: one per core on CPU; one where the runs use CUDA.
 
     Every worker would train on the same GPU (``cuda``), and processes only time-slice it: on an H100,
-    8 DrQ runs started together had none of their 2,000 updates done after 6.5 min, while one update
+    8 DrQ runs started together had none finished its 2,000 updates after 6.5 min, while one update
     alone takes about 16 ms. On a GPU, batch seeds in one process instead (``vectorize``)."""
     from nelib.train import resolve_device
 
