@@ -210,14 +210,12 @@ def _run_on_ray(todo: list[TrainConfig], root: str, fresh: bool, command: str, w
 def default_workers(configs: list[TrainConfig]) -> int:
     """Parallel local runs when not told: one per core on CPU; one where the runs use CUDA.
 
-    Every worker would train on the same GPU (``cuda``), and processes only time-slice it: on an H100,
-    8 DrQ runs started together had none finished its 2,000 updates after 6.5 min, while one update
+    Every worker would train on the same GPU (``cuda``), and processes only time-slice it: of 8 DrQ runs
+    started together on an H100, not one had finished its 2,000 updates after 6.5 min, while one update
     alone takes about 16 ms. On a GPU, batch seeds in one process instead (``vectorize``)."""
-    from nelib.train import resolve_device
+    from nelib.train import runs_on_cuda
 
-    if configs and resolve_device(configs[0].device).type == "cuda":
-        return 1
-    return os.cpu_count() or 1
+    return 1 if runs_on_cuda(configs) else os.cpu_count() or 1
 
 
 def run_configs(configs: list[TrainConfig], store: ResultStore | None = None, workers: int | None = None,
@@ -356,4 +354,7 @@ def run_experiment(name: str, preset: str = presets.DEFAULT, store: ResultStore 
                                       seed=cfg.seed))
     if failures:
         print(f"{len(failures)} of {len(configs)} runs failed; their rows are missing")
+        for cfg, error in failures:  # why, e.g. a stored run of another config (a stale results folder)
+            print(f"  {cfg.task} {cfg.method}{'@' + cfg.variant if cfg.variant else ''} seed {cfg.seed}: "
+                  f"{error.strip().splitlines()[-1]}")
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

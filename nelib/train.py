@@ -39,6 +39,11 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def runs_on_cuda(configs) -> bool:
+    """Whether these runs (one sweep's, all on one device setting) train on a GPU."""
+    return bool(configs) and resolve_device(configs[0].device).type == "cuda"
+
+
 def build_agent(cfg: TrainConfig, obs_dim, act_dim: int, max_action: float, device) -> TD3 | DrQ:
     """The agent that ``cfg`` describes, TD3 or DrQ (``cfg.algo``; for DrQ ``obs_dim`` is the image shape),
     with NE operators attached when ``cfg.expansion`` and baselines' interventions when enabled."""

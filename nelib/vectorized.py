@@ -369,9 +369,9 @@ def auto_vectorize(configs: Sequence[TrainConfig]) -> int:
     """How many seeds to train together when asked to choose: all seeds of a task and method where the runs
     go to a GPU (a single TD3 run leaves it mostly idle), none on CPU (there, K single runs on the process
     pool are as fast; see the README's benchmark)."""
-    from nelib.train import resolve_device
+    from nelib.train import runs_on_cuda
 
-    if not configs or resolve_device(configs[0].device).type != "cuda":
+    if not runs_on_cuda(configs):
         return 0
     return len({c.seed for c in configs})
 
