@@ -135,6 +135,27 @@ def forgetting(df: pd.DataFrame, y: str = "return_mean") -> pd.DataFrame:
     return out
 
 
+def first_divergence(df: pd.DataFrame, a: str, b: str, y: str = "return_mean") -> pd.DataFrame:
+    """Per task and seed: the last evaluation step at which arms ``a`` and ``b`` agree exactly in ``y`` before
+    they first differ (``last_same``), and that first differing step (``first_different``; NaN if never).
+
+    Two arms that differ in one switch (review on/off) are the same run, bit for bit, until the switch first
+    changes an update, so this brackets when it first acted.
+    """
+    key = ["task", "seed", "step"]
+    m = df[df["label"] == a][key + [y]].merge(df[df["label"] == b][key + [y]], on=key, suffixes=("_a", "_b"))
+    m = m.sort_values(key)
+    m["differs"] = m[f"{y}_a"] != m[f"{y}_b"]
+    out = []
+    for (task, seed), g in m.groupby(["task", "seed"]):
+        diff = g[g["differs"]]["step"]
+        first = diff.min() if len(diff) else np.nan
+        same = g[~g["differs"] & (g["step"] < first if len(diff) else True)]["step"]
+        out.append({"task": task, "seed": seed, "last_same": same.max() if len(same) else np.nan,
+                    "first_different": first})
+    return pd.DataFrame(out, columns=["task", "seed", "last_same", "first_different"])
+
+
 def bullet_list(lines: Sequence[str]) -> str:
     """Markdown bullets (for ``IPython.display.Markdown``)."""
     return "\n".join(f"- {line}" for line in lines) if lines else "- (no comparable runs)"

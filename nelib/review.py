@@ -63,6 +63,9 @@ class ExperienceReview:
         self._last: float | None = None
         self._seen = 0
         self._history: list[float] = []  # the last 2 * window measurements (windowed rate)
+        # Measurements since the last `take_share`: evaluations sample `active` only at their own step, and
+        # review can switch on and off between two of them.
+        self._checks = self._checks_on = 0
 
     def observe(self, dormant_ratio: float, fau: float) -> bool:
         """Update the trigger with the latest critic measurements; return whether review is on."""
@@ -84,7 +87,16 @@ class ExperienceReview:
             self._last = dormant_ratio
             self._seen += 1
             self.active = self._seen > cfg.warmup and self.rate is not None and self.rate < cfg.threshold
+        self._checks += 1
+        self._checks_on += self.active
         return self.active
+
+    def take_share(self) -> float:
+        """The share of measurements since the previous call at which review was on (NaN if none), and
+        restart the count."""
+        share = self._checks_on / self._checks if self._checks else float("nan")
+        self._checks = self._checks_on = 0
+        return share
 
     def early_count(self, batch_size: int) -> int:
         """How many of a batch of ``batch_size`` come from the early window (0 while review is off)."""
@@ -92,12 +104,13 @@ class ExperienceReview:
 
     def state_dict(self) -> dict:
         return {"active": self.active, "rate": self.rate, "last": self._last, "seen": self._seen,
-                "history": list(self._history)}
+                "history": list(self._history), "checks": (self._checks, self._checks_on)}
 
     def load_state_dict(self, state: dict) -> None:
         self.active, self.rate, self._last, self._seen = (
             state["active"], state["rate"], state["last"], state["seen"])
         self._history = list(state.get("history", []))  # absent in checkpoints of window=0 runs
+        self._checks, self._checks_on = state.get("checks", (0, 0))  # absent in older checkpoints
 
 
 def early_indices(

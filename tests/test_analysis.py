@@ -60,3 +60,14 @@ def test_sensitivity_plot_with_one_task():
                            "label": ["ne", "ne", "ne@rate0.002"]})
     fig = analysis.sensitivity_plot(analysis.sensitivity_table(scores, {"rate": 0.008}))
     assert len(fig.axes) == 1
+
+
+def test_first_divergence_brackets_where_two_arms_part():
+    df = rows()
+    same = df[df["label"] == "td3"].assign(label="td3-copy")
+    # seed 0 parts at step 2000, seed 1 never
+    same.loc[(same["seed"] == 0) & (same["step"] == 2000), "return_mean"] += 1.0
+    got = analysis.first_divergence(pd.concat([df, same]), "td3", "td3-copy")
+    assert got.to_dict("records") == [
+        {"task": "T", "seed": 0, "last_same": 1000, "first_different": 2000},
+        {"task": "T", "seed": 1, "last_same": 2000, "first_different": pytest.approx(np.nan, nan_ok=True)}]

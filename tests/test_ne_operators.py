@@ -208,6 +208,11 @@ def test_fluctuation_trigger():
     assert review.early_count(256) == 128
     assert review.observe(0.1, 1.0) is False  # dormant ratio moved again
     assert review.early_count(256) == 0
+    # what an evaluation row logs: on at 1 of the 4 measurements since the last row, then a fresh count
+    assert review.take_share() == 0.25
+    assert math.isnan(review.take_share())
+    review.observe(0.1, 1.0)
+    assert review.take_share() == 1.0
 
 
 def test_windowed_fluctuation_trigger_compares_means_of_consecutive_windows():
@@ -226,6 +231,7 @@ def test_windowed_fluctuation_trigger_compares_means_of_consecutive_windows():
     other = ExperienceReview(review.cfg)
     other.load_state_dict(review.state_dict())
     assert other.observe(0.9, 1.0) == review.observe(0.9, 1.0) and other.rate == review.rate
+    assert other.take_share() == review.take_share() > 0  # the review-share count travels too
     with pytest.raises(ValueError, match="window"):
         ReviewConfig(window=-1)
 

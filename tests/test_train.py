@@ -37,6 +37,9 @@ def test_cli_smoke_each_method_on_halfcheetah(method, tmp_path, capsys):
     last = df.iloc[-1]
     assert 0 <= last["critic_dormant_0"] <= 1 and 0 <= last["actor_active_ratio"] <= 1
     cfg = make_config("HalfCheetah-v5", method)
+    assert df["review_share"].dropna().between(0, 1).all()  # share of trigger checks with review on
+    if not cfg.expansion:
+        assert df["review_share"].isna().all()
     if cfg.expansion:
         assert df["grown"].sum() > 0 and last["critic_density"] > 0.2
     elif cfg.sparsity.density < 1:
