@@ -148,11 +148,9 @@ def first_divergence(df: pd.DataFrame, a: str, b: str, y: str = "return_mean") -
     m["differs"] = m[f"{y}_a"] != m[f"{y}_b"]
     out = []
     for (task, seed), g in m.groupby(["task", "seed"]):
-        diff = g[g["differs"]]["step"]
-        first = diff.min() if len(diff) else np.nan
-        same = g[~g["differs"] & (g["step"] < first if len(diff) else True)]["step"]
-        out.append({"task": task, "seed": seed, "last_same": same.max() if len(same) else np.nan,
-                    "first_different": first})
+        first = g.loc[g["differs"], "step"].min()  # NaN if they never differ
+        same = g["step"] if np.isnan(first) else g.loc[g["step"] < first, "step"]
+        out.append({"task": task, "seed": seed, "last_same": same.max(), "first_different": first})
     return pd.DataFrame(out, columns=["task", "seed", "last_same", "first_different"])
 
 
