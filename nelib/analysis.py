@@ -42,7 +42,8 @@ def palette(labels: Sequence[str]) -> dict[str, str]:
     return {lab: method_color(lab) for lab in labels}
 
 
-def curves(df: pd.DataFrame, y: str, ax=None, hue: str = "label", title: str | None = None):
+def curves(df: pd.DataFrame, y: str, ax=None, hue: str = "label", title: str | None = None,
+           xlabel: str = STEP_LABEL):
     """Mean of ``y`` over seeds against steps, with a 95% bootstrap CI band across seeds."""
     ax = ax or plt.gca()
     if y not in df.columns or df[y].isna().all():  # e.g. a metric added after these runs were made
@@ -53,7 +54,7 @@ def curves(df: pd.DataFrame, y: str, ax=None, hue: str = "label", title: str | N
     labels = list(dict.fromkeys(data[hue]))
     sns.lineplot(data=data, x="kstep", y=y, hue=hue, hue_order=labels, palette=palette(labels),
                  errorbar=("ci", 95), n_boot=1000, seed=0, ax=ax)
-    ax.set_xlabel(STEP_LABEL)
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(label_of(y))
     if ax.get_legend():
         ax.get_legend().set_title(None)
@@ -62,14 +63,15 @@ def curves(df: pd.DataFrame, y: str, ax=None, hue: str = "label", title: str | N
     return ax
 
 
-def curve_grid(df: pd.DataFrame, ys: Sequence[str], hue: str = "label", height: float = 2.8):
-    """One row per metric, one column per task; a single legend."""
+def curve_grid(df: pd.DataFrame, ys: Sequence[str], hue: str = "label", height: float = 2.8,
+               xlabel: str = STEP_LABEL):
+    """One row per metric, one column per task; a single legend. ``xlabel`` names what ``df["step"]`` counts."""
     tasks = list(dict.fromkeys(df["task"]))
     fig, axes = plt.subplots(len(ys), len(tasks), figsize=(4.6 * len(tasks), height * len(ys)),
                              squeeze=False, sharex="col")
     for j, task in enumerate(tasks):
         for i, y in enumerate(ys):
-            ax = curves(df[df["task"] == task], y, axes[i, j], hue, title=task if i == 0 else None)
+            ax = curves(df[df["task"] == task], y, axes[i, j], hue, title=task if i == 0 else None, xlabel=xlabel)
             if ax.get_legend():
                 ax.get_legend().remove()
     handles, labels = axes[0, 0].get_legend_handles_labels()
@@ -111,8 +113,14 @@ def compare(scores: pd.DataFrame, a: str, b: str) -> list[str]:
     return out
 
 
-def trend(df: pd.DataFrame, col: str, label: str | None = None, early: int = 2, late: int = 2) -> list[str]:
-    """Per task: the mean of ``col`` over the first ``early`` measured evaluations vs the last ``late``."""
+def trend(df: pd.DataFrame, col: str, label: str | None = None, early: int = 2, late: int = 2,
+          unit: str = "steps") -> list[str]:
+    """Per task: the mean of ``col`` over the first ``early`` measured evaluations vs the last ``late``
+    (``unit``: what ``df["step"]`` counts, for the sentence)."""
+    def span(steps) -> str:
+        ks = [f"{s // 1000}k" for s in steps]
+        return f"at {ks[0]} {unit}" if len(ks) == 1 else f"{unit} {ks[0]}-{ks[-1]}"
+
     out = []
     sub = df if label is None else df[df["label"] == label]
     for task, g in sub.dropna(subset=[col]).groupby("task"):
@@ -121,9 +129,8 @@ def trend(df: pd.DataFrame, col: str, label: str | None = None, early: int = 2, 
         last = g[g["step"].isin(steps[-late:])][col].mean()
         direction = "rose" if last > first else "fell" if last < first else "stayed"
         who = f" ({label})" if label else ""
-        out.append(f"{task}{who}: {label_of(col)} {direction} from {first:.3f} "
-                   f"(steps {steps[0] // 1000}k-{steps[early - 1] // 1000}k) to {last:.3f} "
-                   f"(steps {steps[-late] // 1000}k-{steps[-1] // 1000}k)")
+        out.append(f"{task}{who}: {label_of(col)} {direction} from {first:.3f} ({span(steps[:early])}) "
+                   f"to {last:.3f} ({span(steps[-late:])})")
     return out
 
 

@@ -52,6 +52,8 @@ EXPERIMENTS: dict[str, tuple[Arm, ...]] = {
                     *(Arm("ne", f"omega{v:g}", (("topology.pruning.omega", v),)) for v in (0.1, 0.8)),
                     *(Arm("ne", f"window{v:g}", (("review.early_fraction", v),)) for v in (0.1, 0.6))),
 }
+"""Experiment name -> its arms. Methods not (yet) in :data:`nelib.methods.METHODS` are skipped."""
+
 # Baseline schedules scaled to the short presets. The papers' defaults (Reset every 200k updates, ReDo every
 # 1k) stay in the configs and in `paper`; at `laptop` scale (75k updates) a 200k-update reset never fires,
 # so it resets every 30k updates (twice per run), and `ci` makes every intervention fire at least once.
@@ -70,12 +72,13 @@ EXPERIMENTS["cyclic"] = tuple(Arm(m) for m in ("td3", "ne", "reset", "redo"))
 
 # Pixel DeepMind Control with DrQ (paper Fig. 7): tasks and seeds from the preset's dmc_* fields. At `ci` only
 # DrQ and NE run (seconds each). Reset and ReDo intervals are in updates (one per agent step): `laptop`
-# (a few thousand updates) resets every 2k, `paper` every 50k (the configs' 200k would never fire in runs
-# of 62k-250k updates); ReDo keeps its 1k.
+# (2k updates) resets every 800, twice per run like the MuJoCo `laptop` schedule (a 2k interval reset the
+# networks at the last update, so the final evaluation saw a fresh network); `paper` every 50k (the
+# configs' 200k would never fire in runs of 62k-250k updates); ReDo keeps its 1k.
 EXPERIMENTS["dmc-benchmark"] = tuple(Arm(m) for m in ("drq", "ne", "reset", "redo"))
 DMC_CI_METHODS = ("drq", "ne")
 DMC_SCALED_OVERRIDES: dict[str, dict[str, dict[str, object]]] = {
-    "reset": {"ci": {"reset.interval": 20}, "laptop": {"reset.interval": 2_000},
+    "reset": {"ci": {"reset.interval": 20}, "laptop": {"reset.interval": 800},
               "paper": {"reset.interval": 50_000}},
     "redo": {"ci": {"redo.interval": 20}},
     # NE's review window (50 measurements = 5k updates) needs 10k updates before it can fire; a `laptop` DMC
@@ -89,7 +92,6 @@ FIRST_TASK_ONLY = ("naive-growth", "elastic-growth", "dormant-pruning", "experie
 
 SENSITIVITY_DEFAULTS = {"density": 0.2, "rate": 0.008, "omega": 0.4, "window": 0.3}
 """The NE default of each parameter the ``sensitivity`` experiment varies (variant label prefix -> value)."""
-"""Experiment name -> its arms. Methods not (yet) in :data:`nelib.methods.METHODS` are skipped."""
 
 
 def experiment_configs(name: str, preset: str, tasks=None, seeds=None, **overrides) -> list[TrainConfig]:

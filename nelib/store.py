@@ -134,14 +134,16 @@ class ResultStore:
             raise ValueError(f"corrupt result file {self.csv_path(cfg)} ({e}); delete it to re-run") from None
 
     def save(self, cfg: TrainConfig, rows: pd.DataFrame, wall_time_s: float, commit: str | None = None,
-             command: str | None = None) -> None:
-        """Write the rows and the record (config, hash, commit, command, wall time), atomically.
+             command: str | None = None, platform: str | None = None) -> None:
+        """Write the rows and the record (config, hash, commit, command, wall time, platform), atomically.
 
-        ``commit`` should be taken when the run started (the code that produced the rows).
+        ``commit`` should be taken when the run started (the code that produced the rows); ``platform``
+        says what ran it (torch version and device), since a run's numbers depend on both.
         """
         atomic_write(self.csv_path(cfg), lambda p: rows.to_csv(p, index=False))
         rec = {"hash": cfg.hash(), "commit": commit or git_commit(), "command": command or current_command(),
-               "wall_time_s": round(wall_time_s, 1), "config": cfg.to_dict()}
+               "wall_time_s": round(wall_time_s, 1), **({"platform": platform} if platform else {}),
+               "config": cfg.to_dict()}
         atomic_write(self.json_path(cfg), lambda p: p.write_text(json.dumps(rec, indent=1) + "\n"))
 
     def runs(self, preset: str | None = None) -> pd.DataFrame:

@@ -32,6 +32,12 @@ from nelib.store import ResultStore, atomic_write, git_commit
 from nelib.td3 import TD3
 
 
+def platform_of(device: torch.device) -> str:
+    """What a run ran on, for its record: torch version and device (GPU model on CUDA)."""
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    return f"torch {torch.__version__}, {where}"
+
+
 def resolve_device(name: str) -> torch.device:
     """``auto`` -> CUDA when available, else CPU."""
     if name == "auto":
@@ -262,7 +268,7 @@ class Run:
         ``wall_time_s`` defaults to this run's own time (checkpointed time included)."""
         df = pd.DataFrame(self.rows)
         wall = self.wall_before + time.perf_counter() - self.start if wall_time_s is None else wall_time_s
-        self.store.save(self.cfg, df, wall, self.commit, command)
+        self.store.save(self.cfg, df, wall, self.commit, command, platform_of(self.device))
         self.ckpt_path.unlink(missing_ok=True)
         return df
 

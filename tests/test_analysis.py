@@ -25,7 +25,9 @@ def test_final_scores_and_comparison():
     (line,) = analysis.compare(scores, "ne", "td3")
     assert line.startswith("T: ne 202 vs td3 102 (+98%, higher; 2 seed(s) each)")
     (trend,) = analysis.trend(rows(), "critic_active_ratio", "ne", early=1, late=1)
-    assert "fell from 1.000" in trend and "to 0.800" in trend
+    assert trend == "T (ne): critic active-neuron ratio fell from 1.000 (at 0k steps) to 0.800 (at 2k steps)"
+    (trend,) = analysis.trend(rows(), "critic_active_ratio", "ne", unit="frames")
+    assert trend.endswith("fell from 0.950 (frames 0k-1k) to 0.850 (frames 1k-2k)")
 
 
 def test_normalised_scores_layout_and_forgetting():

@@ -124,3 +124,15 @@ def test_default_workers_one_per_core_on_cpu_and_one_on_cuda():
     cuda = dataclasses.replace(cpu, device="cuda")  # resolving the name needs no GPU
     assert default_workers([cpu]) == (os.cpu_count() or 1)
     assert default_workers([cuda, cuda]) == 1
+
+
+@pytest.mark.parametrize("preset", ["ci", "laptop", "paper"])
+def test_reset_schedules_fire_and_never_at_the_last_update(preset):
+    # A reset at a run's final update leaves the final evaluation a freshly initialised network.
+    for name in ("benchmark", "cyclic", "dmc-benchmark"):
+        for c in experiment_configs(name, preset):
+            if c.method != "reset":
+                continue
+            updates = c.steps - c.start_steps
+            assert c.reset.interval < updates, (name, c.task)
+            assert updates % c.reset.interval, (name, c.task, updates, c.reset.interval)
