@@ -12,6 +12,7 @@ from conftest import FAKE_PIXELS
 import nelib.train as train
 from nelib.config import make_config
 from nelib.dmc import DMCEnv, default_action_repeat, parse_task
+from nelib.experiments import EXPERIMENTS, experiment_configs
 from nelib.store import ResultStore
 
 # Tiny images and networks: the runner, not the networks' size, is under test here.
@@ -128,12 +129,17 @@ def test_bad_dmc_input_gives_one_line_errors(args, message, tmp_path, capsys):
 def test_td3_hashes_are_unchanged_and_committed_results_still_load():
     # TD3 hashes leave out the DrQ fields: this is the hash the laptop TD3 config had before DrQ existed.
     assert make_config("HalfCheetah-v5", "td3", 0, "laptop").hash() == "cc81bcc3beee"
+    # Every committed run still loads under the config its experiment builds now (notebooks load them so).
     store = ResultStore(ROOT / "data")
-    for method in ("td3", "ne"):  # plain runs: their configs are make_config's defaults
-        for path in sorted((ROOT / "data" / "runs").glob(f"*/*/{method}/seed*.json")):
-            stored = json.loads(path.read_text())["config"]
-            cfg = make_config(stored["task"], method, stored["seed"], stored["preset"])
-            assert store.load(cfg) is not None, path
+    paths = sorted((ROOT / "data" / "runs").glob("*/*/*/seed*.json"))
+    assert paths
+    made = {(c.preset, c.task, c.method, c.variant, c.seed): c for preset in {p.parts[-4] for p in paths}
+            for name in EXPERIMENTS for c in experiment_configs(name, preset)}
+    for path in paths:
+        stored = json.loads(path.read_text())["config"]
+        key = (stored["preset"], stored["task"], stored["method"], stored.get("variant", ""), stored["seed"])
+        assert key in made, f"{path}: no experiment makes this run"
+        assert store.load(made[key]) is not None, path
 
 
 def test_real_dm_control_run_with_rendering(store):
