@@ -259,20 +259,35 @@ def sensitivity_table(scores: pd.DataFrame, defaults: dict[str, float], base: st
 
 
 def sensitivity_plot(table: pd.DataFrame):
-    """One panel per parameter: final return against its value (mean and 95% CI over seeds)."""
+    """One panel per parameter: final return against its value (mean and 95% CI over seeds, each seed a dot;
+    the default value marked on the axis)."""
     params = list(dict.fromkeys(table["param"]))
-    fig, axes = plt.subplots(1, len(params), figsize=(3.4 * len(params), 3.0), squeeze=False, sharey=True)
+    tasks = list(dict.fromkeys(table["task"]))
+    fig, axes = plt.subplots(1, len(params), figsize=(3.4 * len(params), 3.2), squeeze=False, sharey=True)
     for ax, p in zip(axes[0], params, strict=True):
         sub = table[table.param == p]
-        dodge = 0.2 if sub["task"].nunique() > 1 else False  # seaborn divides by zero dodging one hue
-        sns.pointplot(data=sub, x="value", y="score", hue="task", errorbar=("ci", 95), seed=0, ax=ax,
-                      dodge=dodge, markers="o")
+        dodge = 0.2 if len(tasks) > 1 else False  # seaborn divides by zero dodging one hue
+        sns.stripplot(data=sub, x="value", y="score", hue="task", hue_order=tasks, dodge=bool(dodge), ax=ax,
+                      alpha=0.35, size=4, jitter=0.05, legend=False)
+        sns.pointplot(data=sub, x="value", y="score", hue="task", hue_order=tasks, errorbar=("ci", 95), seed=0,
+                      ax=ax, dodge=dodge, markers="o")
+        default = sub.loc[sub["default"], "value"]
+        ticks = [f"{v:g}" for v in sorted(sub["value"].unique())]
+        ax.set_xticks(range(len(ticks)), [f"{t}\n(default)" if not default.empty and t == f"{default.iloc[0]:g}"
+                                          else t for t in ticks])
         ax.set_title(p)
-        ax.set_xlabel(p)
-        ax.set_ylabel("final return")
-        if ax is not axes[0, 0] and ax.get_legend():
+        ax.set_xlabel(None)
+        ax.set_ylabel("final return\n(mean of last 3 evaluations)" if ax is axes[0, 0] else None)
+        if ax.get_legend():
             ax.get_legend().remove()
-    fig.tight_layout()
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    if len(tasks) > 1:
+        fig.legend(handles[-len(tasks):], labels[-len(tasks):], loc="upper center", ncol=len(tasks),
+                   frameon=False)
+        fig.tight_layout(rect=(0, 0, 1, 0.9))
+    else:
+        fig.suptitle(tasks[0])
+        fig.tight_layout()
     return fig
 
 

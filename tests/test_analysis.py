@@ -61,7 +61,11 @@ def test_sensitivity_plot_with_one_task():
     scores = pd.DataFrame({"task": "T", "seed": [0, 1, 0], "score": [1.0, 2.0, 3.0],
                            "label": ["ne", "ne", "ne@rate0.002"]})
     fig = analysis.sensitivity_plot(analysis.sensitivity_table(scores, {"rate": 0.008}))
-    assert len(fig.axes) == 1
+    (ax,) = fig.axes
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0.002", "0.008\n(default)"]
+    two = pd.concat([scores, scores.assign(task="U")], ignore_index=True)
+    fig = analysis.sensitivity_plot(analysis.sensitivity_table(two, {"rate": 0.008}))
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["T", "U"]
 
 
 def test_first_divergence_brackets_where_two_arms_part():
