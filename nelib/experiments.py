@@ -69,6 +69,11 @@ CYCLES = {
     "paper": "cycle:HalfCheetah-v5,Walker2d-v5,Hopper-v5@200000x3",
 }
 EXPERIMENTS["cyclic"] = tuple(Arm(m) for m in ("td3", "ne", "reset", "redo"))
+# `laptop` cyclic runs make 110k updates after 10k random steps. The benchmark's 30k reset interval would
+# reset at steps 40k and 100k, the last steps of both Walker2d visits, so those visits would be scored on
+# fresh networks; every 40k resets twice, at 50k and 90k, halfway through a visit.
+CYCLIC_SCALED_OVERRIDES = {**SCALED_OVERRIDES, "reset": {**SCALED_OVERRIDES["reset"],
+                                                         "laptop": {"reset.interval": 40_000}}}
 
 # Pixel DeepMind Control with DrQ (paper Fig. 7): tasks and seeds from the preset's dmc_* fields. At `ci` only
 # DrQ and NE run (seconds each). Reset and ReDo intervals are in updates (one per agent step): `laptop`
@@ -106,6 +111,8 @@ def experiment_configs(name: str, preset: str, tasks=None, seeds=None, **overrid
         arms = tuple(a for a in arms if preset != "ci" or a.method in DMC_CI_METHODS)
     if name in FIRST_TASK_ONLY and preset != "paper":
         tasks = tasks or p.tasks[:1]
+    if name == "cyclic":
+        scaled = CYCLIC_SCALED_OVERRIDES
     if name == "cyclic" and tasks is None:
         tasks = [CYCLES[preset]]
         _, visit, repeats = parse_cycle(tasks[0])
