@@ -299,3 +299,67 @@ def visit_returns(df: pd.DataFrame) -> pd.DataFrame:
     n_tasks = out["task_now"].nunique()
     out["visit"] = (out["stage"] // max(n_tasks, 1)).astype(int) + 1
     return out.reset_index(drop=True)
+
+
+def visit_spans(df: pd.DataFrame) -> pd.DataFrame:
+    """Cyclic runs: each visit's task and step span, ``start`` to ``end`` (the median over runs of the
+    visit's last evaluation step; a visit runs on to its first episode end, so runs differ slightly)."""
+    d = df.dropna(subset=["stage"])
+    last = d.groupby(["label", "seed", "stage"]).agg(end=("step", "max"), task=("task_now", "first"))
+    spans = last.groupby("stage").agg(end=("end", "median"), task=("task", "first")).sort_index()
+    spans["start"] = spans["end"].shift(fill_value=0.0)
+    return spans.reset_index()[["stage", "task", "start", "end"]]
+
+
+def cyclic_curves(df: pd.DataFrame, ys: Sequence[str], height: float = 2.6):
+    """Cyclic runs: one row per metric against steps over the whole sequence, each visit shaded in its
+    task's colour and named on top; a single legend."""
+    spans = visit_spans(df)
+    tasks = list(dict.fromkeys(spans["task"]))
+    shade = dict(zip(tasks, sns.color_palette("pastel", len(tasks)), strict=True))
+    fig, axes = plt.subplots(len(ys), 1, figsize=(10, height * len(ys)), squeeze=False, sharex=True)
+    for i, y in enumerate(ys):
+        ax = curves(df, y, axes[i, 0])
+        for s in spans.itertuples():
+            ax.axvspan(s.start / 1000, s.end / 1000, color=shade[s.task], alpha=0.2, lw=0, zorder=0)
+            if i == 0:
+                ax.text((s.start + s.end) / 2000, 1.02, s.task.removesuffix("-v5"), ha="center", va="bottom",
+                        fontsize=8, transform=ax.get_xaxis_transform())
+        if ax.get_legend():
+            ax.get_legend().remove()
+        if i < len(ys) - 1:
+            ax.set_xlabel("")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 6), frameon=False,
+               bbox_to_anchor=(0.5, 1.0))
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    return fig
+
+
+def visit_return_grid(visits: pd.DataFrame, labels: Sequence[str] | None = None):
+    """Cyclic runs: one panel per task, the return at the end of each visit (95% CI over seeds)."""
+    tasks = list(dict.fromkeys(visits["task_now"]))
+    labels = [lab for lab in (labels or dict.fromkeys(visits["label"])) if lab in set(visits["label"])]
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.2), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        sns.pointplot(data=visits[visits.task_now == task], x="visit", y="return_mean", hue="label",
+                      hue_order=labels, palette=palette(labels), errorbar=("ci", 95), seed=0,
+                      dodge=0.3 if len(labels) > 1 else False, ax=ax)
+        ax.set(title=task, xlabel="visit", ylabel="return at end of visit")
+        if ax.get_legend():
+            ax.get_legend().remove()
+    handles, names = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="upper center", ncol=min(len(names), 6), frameon=False,
+               bbox_to_anchor=(0.5, 1.0))
+    fig.tight_layout(rect=(0, 0, 1, 0.88))
+    return fig
+
+
+def revisit_changes(visits: pd.DataFrame) -> pd.DataFrame:
+    """Cyclic runs: per task and label, the mean return at the end of the first and the last visit
+    (over seeds) and the change between them; the labels' order within a task is by that change."""
+    mean = visits.groupby(["task_now", "label", "visit"])["return_mean"].mean().unstack("visit")
+    out = pd.DataFrame({"first": mean[mean.columns.min()], "last": mean[mean.columns.max()]})
+    out["change"] = out["last"] - out["first"]
+    out = out.reset_index().rename(columns={"task_now": "task"})
+    return out.sort_values(["task", "change"], ascending=[True, False], kind="stable").reset_index(drop=True)

@@ -77,3 +77,51 @@ def test_first_divergence_brackets_where_two_arms_part():
     assert got.to_dict("records") == [
         {"task": "T", "seed": 0, "last_same": 1000, "first_different": 2000},
         {"task": "T", "seed": 1, "last_same": 2000, "first_different": pytest.approx(np.nan, nan_ok=True)}]
+
+
+def cyclic_rows():
+    # two tasks x two visits; evaluations every 10 steps, a visit closes at its 20-step budget except
+    # seed 1's first, which runs on to step 30 (its episode ended late)
+    recs = []
+    for label, gain in (("td3", 0.0), ("ne", 50.0)):
+        for seed, ends in ((0, (20, 40, 60, 80)), (1, (30, 40, 60, 80))):
+            stage = 0
+            for step in range(0, 90, 10):
+                if stage < 3 and step > ends[stage]:
+                    stage += 1
+                task = "A-v5" if stage % 2 == 0 else "B-v5"
+                ret = 100.0 * (stage + 1) + gain * (stage // 2) + seed
+                recs.append({"task": "cycle", "label": label, "seed": seed, "step": step, "stage": stage,
+                             "task_now": task, "return_mean": ret, "critic_active_ratio": 1.0})
+    return pd.DataFrame(recs)
+
+
+def test_visit_spans_and_revisit_changes():
+    df = cyclic_rows()
+    spans = analysis.visit_spans(df)
+    assert spans["task"].tolist() == ["A-v5", "B-v5", "A-v5", "B-v5"]
+    assert spans["start"].tolist() == [0.0, 25.0, 40.0, 60.0]  # stage 0 ends at 20 or 30: median 25
+    assert spans["end"].tolist() == [25.0, 40.0, 60.0, 80.0]
+    visits = analysis.visit_returns(df)
+    assert visits["visit"].tolist().count(2) == 8 and set(visits["visit"]) == {1, 2}
+    got = analysis.revisit_changes(visits)
+    # task A: stage 0 -> 100.5 for both; stage 2 -> 300.5 (td3) and 350.5 (ne); task B: 200.5 -> 400.5/450.5
+    assert got[["task", "label"]].values.tolist() == [["A-v5", "ne"], ["A-v5", "td3"], ["B-v5", "ne"],
+                                                      ["B-v5", "td3"]]
+    assert got["change"].tolist() == [250.0, 200.0, 250.0, 200.0]
+    assert got["first"].tolist() == [100.5, 100.5, 200.5, 200.5]
+
+
+def test_cyclic_figures_shade_each_visit_and_keep_one_legend():
+    import matplotlib.pyplot as plt
+
+    df = cyclic_rows()
+    fig = analysis.cyclic_curves(df, ["return_mean", "critic_active_ratio"])
+    top = fig.axes[0]
+    assert [t.get_text() for t in top.texts] == ["A", "B", "A", "B"]
+    assert len(top.patches) >= 4 and len(fig.legends) == 1 and top.get_legend() is None
+    fig2 = analysis.visit_return_grid(analysis.visit_returns(df), labels=["td3", "ne", "reset"])
+    assert [ax.get_title() for ax in fig2.axes] == ["A-v5", "B-v5"]
+    assert [t.get_text() for t in fig2.legends[0].get_texts()] == ["td3", "ne"]  # absent labels dropped
+    analysis.visit_return_grid(analysis.visit_returns(df[df.label == "ne"]))  # one label: nothing to dodge
+    plt.close("all")
