@@ -63,6 +63,14 @@ def curves(df: pd.DataFrame, y: str, ax=None, hue: str = "label", title: str | N
     return ax
 
 
+def _legend_on_top(fig, ax, top: float) -> None:
+    """One figure legend above the panels, from ``ax``'s lines; panels fill the height below ``top``."""
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 6), frameon=False,
+               bbox_to_anchor=(0.5, 1.0))
+    fig.tight_layout(rect=(0, 0, 1, top))
+
+
 def curve_grid(df: pd.DataFrame, ys: Sequence[str], hue: str = "label", height: float = 2.8,
                xlabel: str = STEP_LABEL):
     """One row per metric, one column per task; a single legend. ``xlabel`` names what ``df["step"]`` counts."""
@@ -74,10 +82,7 @@ def curve_grid(df: pd.DataFrame, ys: Sequence[str], hue: str = "label", height: 
             ax = curves(df[df["task"] == task], y, axes[i, j], hue, title=task if i == 0 else None, xlabel=xlabel)
             if ax.get_legend():
                 ax.get_legend().remove()
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 6), frameon=False,
-               bbox_to_anchor=(0.5, 1.0))
-    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    _legend_on_top(fig, axes[0, 0], 0.95)
     return fig
 
 
@@ -329,10 +334,7 @@ def cyclic_curves(df: pd.DataFrame, ys: Sequence[str], height: float = 2.6):
             ax.get_legend().remove()
         if i < len(ys) - 1:
             ax.set_xlabel("")
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 6), frameon=False,
-               bbox_to_anchor=(0.5, 1.0))
-    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    _legend_on_top(fig, axes[0, 0], 0.93)
     return fig
 
 
@@ -348,10 +350,7 @@ def visit_return_grid(visits: pd.DataFrame, labels: Sequence[str] | None = None)
         ax.set(title=task, xlabel="visit", ylabel="return at end of visit")
         if ax.get_legend():
             ax.get_legend().remove()
-    handles, names = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, names, loc="upper center", ncol=min(len(names), 6), frameon=False,
-               bbox_to_anchor=(0.5, 1.0))
-    fig.tight_layout(rect=(0, 0, 1, 0.88))
+    _legend_on_top(fig, axes[0, 0], 0.88)
     return fig
 
 
