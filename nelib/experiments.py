@@ -115,8 +115,8 @@ def experiment_configs(name: str, preset: str, tasks=None, seeds=None, **overrid
         scaled = CYCLIC_SCALED_OVERRIDES
     if name == "cyclic" and tasks is None:
         tasks = [CYCLES[preset]]
-        _, visit, repeats = parse_cycle(tasks[0])
-        n_tasks = len(parse_cycle(tasks[0])[0])
+        cycle, visit, repeats = parse_cycle(tasks[0])
+        n_tasks = len(cycle)
         overrides = {"steps": visit * n_tasks * repeats, "start_steps": min(p.start_steps, visit // 2),
                      **overrides}
     return [

@@ -139,6 +139,6 @@ def test_reset_schedules_fire_and_never_at_a_reported_evaluation(preset):
             reset_steps = set(range(c.start_steps + c.reset.interval, c.steps + 1, c.reset.interval))
             reported = {c.steps}
             if name == "cyclic":
-                tasks, visit, repeats = parse_cycle(c.task)
+                _, visit, _ = parse_cycle(c.task)
                 reported = set(range(visit, c.steps + 1, visit))
             assert not reset_steps & reported, (name, c.task, sorted(reset_steps & reported))
