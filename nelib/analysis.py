@@ -269,6 +269,7 @@ def sensitivity_plot(table: pd.DataFrame):
     params = list(dict.fromkeys(table["param"]))
     tasks = list(dict.fromkeys(table["task"]))
     fig, axes = plt.subplots(1, len(params), figsize=(3.4 * len(params), 3.2), squeeze=False, sharey=True)
+    np.random.seed(0)  # seaborn's strip jitter draws from numpy's global RNG: same figure on every run
     for ax, p in zip(axes[0], params, strict=True):
         sub = table[table.param == p]
         dodge = 0.2 if len(tasks) > 1 else False  # seaborn divides by zero dodging one hue

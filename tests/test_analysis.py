@@ -68,6 +68,22 @@ def test_sensitivity_plot_with_one_task():
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["T", "U"]
 
 
+def test_sensitivity_plot_is_the_same_on_every_call():
+    # the seed dots are jittered; a fixed jitter keeps `make figures` from rewriting unchanged figures
+    import matplotlib
+
+    matplotlib.use("Agg")
+    scores = pd.DataFrame({"task": "T", "seed": [0, 1, 2, 0, 1, 2], "score": [1.0, 2.0, 3.0, 2.0, 3.0, 4.0],
+                           "label": ["ne"] * 3 + ["ne@rate0.002"] * 3})
+    table = analysis.sensitivity_table(scores, {"rate": 0.008})
+    offsets = []
+    for _ in range(2):
+        np.random.uniform(size=7)  # whatever drew from numpy's global RNG before
+        fig = analysis.sensitivity_plot(table)
+        offsets.append(np.concatenate([c.get_offsets()[:, 0] for c in fig.axes[0].collections]))
+    assert np.array_equal(offsets[0], offsets[1])
+
+
 def test_first_divergence_brackets_where_two_arms_part():
     df = rows()
     same = df[df["label"] == "td3"].assign(label="td3-copy")
