@@ -1,7 +1,8 @@
 """Experiment scales, defined once and used by the CLI, the notebooks and the Makefile.
 
 A preset says how long runs are and how many tasks and seeds an experiment covers. ``ci`` is for tests
-(minutes in total), ``laptop`` is the default of ``make figures`` (hours on a 2-core CPU), ``paper`` is the
+(minutes in total), ``laptop`` is the default of ``make figures`` (hours on a 2-core CPU), ``long`` runs HalfCheetah to 1M
+steps (about 2.3 h of one core per run), ``paper`` is the
 paper's protocol (a GPU box or a cluster).
 """
 
@@ -59,6 +60,9 @@ PRESETS: dict[str, Preset] = {
                # DMC: cartpole has the largest action repeat (8), so the fewest updates per frame.
                dmc_tasks=("dmc:cartpole-swingup",), dmc_seeds=(0, 1), dmc_frames=20_000, dmc_start_steps=500,
                dmc_eval_every=2_000),
+        # The headline claim at the paper's horizon on one 2-core machine: one task, five seeds, 1M steps.
+        Preset("long", steps=1_000_000, start_steps=25_000, eval_every=10_000, eval_episodes=10,
+               tasks=("HalfCheetah-v5",), seeds=tuple(range(5)), checkpoint_every=50_000),
         Preset("paper", steps=1_000_000, start_steps=25_000, eval_every=5_000, eval_episodes=10,
                tasks=("HalfCheetah-v5", "Walker2d-v5", "Hopper-v5", "Ant-v5", "Humanoid-v5"),
                seeds=tuple(range(7)), checkpoint_every=50_000,
