@@ -27,7 +27,11 @@ DRQ_ONLY = ("algo", "drq")
 ALGOS = ("td3", "drq")
 # Fields added after results were stored, with the value that keeps the old behaviour: left out of the hash
 # while they hold it, so older runs keep their hashes (and checkpoints).
-ADDED_LATER = {("review", "window"): 0}
+ADDED_LATER = {("review", "window"): 0, ("review", "threshold_ratio"): 0.5, ("review", "skip_warmup"): False,
+               ("topology", "growth", "end_fraction"): 1.0, ("topology", "growth", "revive_init"): "zero",
+               ("sparsity", "keep"): "random", ("topology", "grow_actor"): True,
+               ("topology", "algorithm"): "ne", ("topology", "rewire_fraction"): 0.1,
+               ("topology", "pruning", "criterion"): "dormant"}
 
 
 def algo_of(task: str) -> str:
@@ -113,9 +117,12 @@ class TrainConfig:
         """Short stable hash of every field that affects results."""
         d = {k: v for k, v in self.to_dict().items()
              if k not in NOT_HASHED and not (self.algo == "td3" and k in DRQ_ONLY)}
-        for (section, name), old in ADDED_LATER.items():
-            if d[section][name] == old:
-                d[section] = {k: v for k, v in d[section].items() if k != name}
+        for (*path, name), old in ADDED_LATER.items():
+            node = d
+            for p in path:
+                node = node[p]
+            if node[name] == old:
+                del node[name]
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 

@@ -26,8 +26,13 @@ class PruneConfig:
     """ReDo threshold: a unit is dormant if its score is <= tau (0: exactly silent, as in NE)."""
     omega: float = 0.4
     """Cap: a layer prunes at most omega x (connections grown at the same update)."""
+    criterion: str = "dormant"
+    """``dormant``: the connections of dormant units (NE); ``magnitude``: the smallest-|w| connections, what
+    the official code's pruning does (its activation path never receives activations)."""
 
     def __post_init__(self):
+        if self.criterion not in ("dormant", "magnitude"):
+            raise ValueError(f"pruning.criterion must be 'dormant' or 'magnitude', got {self.criterion!r}")
         if self.tau < 0:
             raise ValueError(f"prune.tau must be >= 0, got {self.tau}")
         if not 0.0 <= self.omega <= 1.0:
@@ -87,6 +92,26 @@ def prune_dormant(
         key = (unit_rank.view(shape).float() + within).masked_fill(~eligible, float("inf"))
         idx = torch.topk(key.flatten(), max_connections, largest=False, sorted=False).indices
         pruned.view(-1)[idx] = True
+    layer.mask &= ~pruned
+    layer.weight.mul_(layer.mask)
+    return pruned
+
+
+@torch.no_grad()
+def prune_smallest(layer: nn.Module, k: int, candidates: torch.Tensor | None = None) -> torch.Tensor:
+    """Remove the ``k`` present connections of ``layer`` (among ``candidates``) with the smallest |w|.
+
+    Magnitude pruning: the official NE code's pruning in practice, and the drop step of RigL rewiring.
+    Returns the boolean mask of pruned connections; their weights are zeroed.
+    """
+    eligible = layer.mask if candidates is None else layer.mask & candidates
+    k = min(k, int(eligible.sum()))
+    pruned = torch.zeros_like(layer.mask)
+    if k <= 0:
+        return pruned
+    score = layer.weight.detach().abs().float().masked_fill(~eligible, float("inf"))
+    idx = torch.topk(score.flatten(), k, largest=False, sorted=False).indices
+    pruned.view(-1)[idx] = True
     layer.mask &= ~pruned
     layer.weight.mul_(layer.mask)
     return pruned

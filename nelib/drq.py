@@ -252,6 +252,7 @@ class DrQ(SparseAgent):
         total_updates: int = 1,
         device: str | torch.device = "cpu",
         seed: int = 0,
+        warmup_steps: int = 0,
     ):
         self.cfg, self.device = cfg, torch.device(device)
         sparsity = sparsity or SparsityConfig()
@@ -281,7 +282,7 @@ class DrQ(SparseAgent):
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.lr)
         self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=cfg.lr)
         self.refresh_parameter_lists()
-        self._init_ne(sparsity, topology, review, total_updates, cfg.actor_update_every)
+        self._init_ne(sparsity, topology, review, total_updates, cfg.actor_update_every, warmup_steps)
         # Reset leaves modules with these name prefixes alone: the encoder (the critic's conv layers and head,
         # the actor's head on them), unless drq.reset_encoder.
         self.reset_skip: tuple[str, ...] = () if cfg.reset_encoder else ("encoder",)

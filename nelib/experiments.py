@@ -44,13 +44,15 @@ EXPERIMENTS: dict[str, tuple[Arm, ...]] = {
                         Arm("ne", "omega0.1", (("topology.pruning.omega", 0.1),)),
                         Arm("ne", "omega0.8", (("topology.pruning.omega", 0.8),))),
     "experience-review": (Arm("ne"), Arm("ne-no-review")),
-    "benchmark": tuple(Arm(m) for m in ("td3", "ne", "reset", "redo", "plasticity-injection", "layernorm")),
+    "benchmark": tuple(Arm(m) for m in ("td3", "ne", "ne-official", "reset", "redo", "plasticity-injection",
+                                        "layernorm")),
     # What the reviewers asked for: one NE hyper-parameter varied at a time around the defaults.
     "sensitivity": (Arm("ne"),
                     *(Arm("ne", f"density{v:g}", (("sparsity.density", v),)) for v in (0.1, 0.4)),
-                    *(Arm("ne", f"rate{v:g}", (("topology.growth.rate", v),)) for v in (0.002, 0.032)),
+                    # growth timescale: full size at T/4 or T/2 instead of T
+                    *(Arm("ne", f"tend{v:g}", (("topology.growth.end_fraction", v),)) for v in (0.25, 0.5)),
                     *(Arm("ne", f"omega{v:g}", (("topology.pruning.omega", v),)) for v in (0.1, 0.8)),
-                    *(Arm("ne", f"window{v:g}", (("review.early_fraction", v),)) for v in (0.1, 0.6))),
+                    *(Arm("ne", f"early{v:g}", (("review.early_fraction", v),)) for v in (0.1, 0.6))),
 }
 """Experiment name -> its arms. Methods not (yet) in :data:`nelib.methods.METHODS` are skipped."""
 
@@ -95,7 +97,7 @@ DMC_SCALED_OVERRIDES: dict[str, dict[str, dict[str, object]]] = {
 # a 100k-step run takes about 25 minutes, and the benchmark alone is 36 of them at `laptop`.
 FIRST_TASK_ONLY = ("naive-growth", "elastic-growth", "dormant-pruning", "experience-review", "sensitivity")
 
-SENSITIVITY_DEFAULTS = {"density": 0.2, "rate": 0.008, "omega": 0.4, "window": 0.3}
+SENSITIVITY_DEFAULTS = {"density": 0.2, "tend": 1.0, "omega": 0.4, "early": 0.3}
 """The NE default of each parameter the ``sensitivity`` experiment varies (variant label prefix -> value)."""
 
 

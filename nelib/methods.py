@@ -2,8 +2,25 @@
 
 from __future__ import annotations
 
-# NE's review trigger uses the windowed fluctuation rate (see nelib.review): 50 measurements = 5k updates.
-NE = {"sparsity.density": 0.2, "expansion": True, "review.window": 50}
+# nelib's first NE: growth at a cosine rate that fills every layer within ~13k updates, zero-initialised
+# growth (a pruned unit never fires again), a fixed review threshold on the windowed fluctuation rate (see
+# nelib.review: 50 measurements = 5k updates). Kept as `ne-fast` for comparison.
+NE_FAST = {"sparsity.density": 0.2, "expansion": True, "review.window": 50}
+# NE as the paper describes it: density follows the cosine to full size at the run's last update, pruned
+# units can come back, review against a dynamic threshold with graded strength, on policy-collected data.
+NE = {**NE_FAST, "topology.growth.schedule": "cosine-target", "topology.growth.revive_init": "lecun",
+      "review.trigger": "dynamic", "review.skip_warmup": True}
+# The official code as its README's TD3 command runs it (nelib.official_topology): the 256-256-256 critic with
+# LayerNorm grows from 20% (largest-|w| initial weights) by a constant count to 75% density, pruning by |w|,
+# then rewires RigL-style with the cosine drop fraction over T_end = 6e6 - 25e3 updates; the actor keeps its
+# initial 20%; no review.
+NE_OFFICIAL = {"sparsity.density": 0.2, "sparsity.keep": "magnitude", "expansion": True, "agent.arch": "ne",
+               "topology.algorithm": "official", "topology.grow_actor": False, "topology.interval": 100,
+               "topology.growth.rate": 0.008, "topology.growth.target_density": 0.75,
+               "topology.growth.end_step": 5_975_000, "topology.pruning.criterion": "magnitude",
+               "topology.pruning.omega": 0.4, "review.trigger": "never"}
+# Review off: its window and warm-up settings are moot, so they keep their defaults (out of the hash).
+NO_REVIEW = {"review.trigger": "never", "review.window": 0, "review.skip_warmup": False}
 
 METHODS: dict[str, dict[str, object]] = {
     "td3": {},
@@ -12,13 +29,13 @@ METHODS: dict[str, dict[str, object]] = {
     "drq": {},
     "sparse": {"sparsity.density": 0.2},
     "ne": {**NE},
+    "ne-fast": {**NE_FAST},
+    "ne-official": {**NE_OFFICIAL},
     "ne-random-growth": {**NE, "topology.growth.criterion": "random"},
     "ne-no-prune": {**NE, "topology.prune": False},
-    # No review: the review window is moot, so it keeps its default and stays out of the config hash.
-    "ne-no-review": {**NE, "review.trigger": "never", "review.window": 0},
+    "ne-no-review": {**NE, **NO_REVIEW},
     # Growth alone, at random, no pruning or review: the "naive growth" of the paper's motivation (Fig 3).
-    "naive-growth": {**NE, "topology.growth.criterion": "random", "topology.prune": False,
-                     "review.trigger": "never", "review.window": 0},
+    "naive-growth": {**NE, "topology.growth.criterion": "random", "topology.prune": False, **NO_REVIEW},
     # The paper's baselines for TD3 (dense networks).
     "reset": {"reset.enabled": True},
     "redo": {"redo.enabled": True},
@@ -26,6 +43,18 @@ METHODS: dict[str, dict[str, object]] = {
     "layernorm": {"agent.layernorm": "all"},
 }
 """Method name -> dotted config overrides (see :class:`nelib.config.TrainConfig`)."""
+
+SUPERSEDED: dict[str, dict[str, object]] = {
+    "ne": {**NE_FAST},
+    "ne-random-growth": {**NE_FAST, "topology.growth.criterion": "random"},
+    "ne-no-prune": {**NE_FAST, "topology.prune": False},
+    "ne-no-review": {**NE_FAST, "review.trigger": "never", "review.window": 0},
+    "naive-growth": {**NE_FAST, "topology.growth.criterion": "random", "topology.prune": False,
+                     "review.trigger": "never", "review.window": 0},
+}
+"""Methods whose definition changed after runs were stored -> the overrides they had then. A stored run that
+matches the earlier definition is *stale*: it is reported, never shown as the method's result, and not
+re-trained unless asked (``--overwrite``); see :func:`nelib.store.is_stale`."""
 
 
 ALGO_ONLY: dict[str, str] = {"td3": "td3", "drq": "drq", "plasticity-injection": "td3", "layernorm": "td3"}

@@ -44,7 +44,7 @@ class PixelReplayBuffer:
         self.action = torch.zeros(capacity, act_dim, device=self.device)
         self.reward = torch.zeros(capacity, 1, device=self.device)
         self.not_done = torch.zeros(capacity, 1, device=self.device)
-        self.ptr = self.size = 0
+        self.ptr = self.size = self.added = 0  # added: transitions ever written
         self.frames_written = 0  # frames ever written (the ring position is this modulo frame_capacity)
         self.generator = torch.Generator().manual_seed(seed)
         self._last_next: np.ndarray | None = None  # the previous next_obs, and its frames' write counts
@@ -88,6 +88,7 @@ class PixelReplayBuffer:
         self.not_done[i] = 0.0 if terminated else 1.0
         self.ptr = (self.ptr + 1) % self.capacity
         self.size = min(self.size + 1, self.capacity)
+        self.added += 1
         self._last_next, self._last_next_frames = next_obs, counts[1:]
         # Forget the oldest transitions whose frames the frame ring has overwritten (see the class doc).
         limit = self.frames_written - self.frame_capacity
@@ -108,7 +109,7 @@ class PixelReplayBuffer:
         idx = (oldest + torch.randint(0, self.size, (batch_size - n_early,), generator=self.generator)) % self.capacity
         if n_early:
             early = early_indices(n_early, self.size, self.capacity, oldest, review.cfg.early_fraction,
-                                  self.generator)
+                                  self.generator, review.warmup_left(self.size, self.added))
             idx = torch.cat([early, idx])
         return idx.to(self.device)
 
@@ -141,7 +142,8 @@ class PixelReplayBuffer:
         return {"frames": self.frames[:n_frames].cpu(), "frame_idx": self.frame_idx[:self.size].cpu(),
                 "oldest_frame": self.oldest_frame[:self.size].copy(), "action": self.action[:self.size].cpu(),
                 "reward": self.reward[:self.size].cpu(), "not_done": self.not_done[:self.size].cpu(),
-                "ptr": self.ptr, "size": self.size, "capacity": self.capacity, "frames_written": self.frames_written,
+                "ptr": self.ptr, "size": self.size, "added": self.added, "capacity": self.capacity,
+                "frames_written": self.frames_written,
                 "frame_capacity": self.frame_capacity, "generator": self.generator.get_state()}
 
     def load_state_dict(self, state: dict) -> None:
@@ -153,6 +155,7 @@ class PixelReplayBuffer:
             getattr(self, key)[:n] = state[key].to(self.device)
         self.oldest_frame[:n] = state["oldest_frame"]
         self.ptr, self.size, self.frames_written = state["ptr"], n, state["frames_written"]
+        self.added = state.get("added", n)  # older checkpoints: runs that never wrapped their buffer
         self.generator.set_state(state["generator"].cpu())
         # Runs checkpoint at episode ends, so the next add starts an episode: no frame to share with it.
         self._last_next, self._last_next_frames = None, []

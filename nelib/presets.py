@@ -1,9 +1,9 @@
 """Experiment scales, defined once and used by the CLI, the notebooks and the Makefile.
 
 A preset says how long runs are and how many tasks and seeds an experiment covers. ``ci`` is for tests
-(minutes in total), ``laptop`` is the default of ``make figures`` (hours on a 2-core CPU), ``long`` runs HalfCheetah to 1M
-steps (about 2.3 h of one core per run), ``paper`` is the
-paper's protocol (a GPU box or a cluster).
+(minutes in total), ``laptop`` is the default of ``make figures`` (hours on a 2-core CPU), ``long`` trains
+HalfCheetah to 1M steps (about 2.3 h of one core per run), ``paper`` is the paper's protocol (a GPU box or
+a cluster).
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ class ReplayBuffer:
         self.action = torch.zeros(capacity, act_dim, device=self.device)
         self.reward = torch.zeros(capacity, 1, device=self.device)
         self.not_done = torch.zeros(capacity, 1, device=self.device)
-        self.ptr = self.size = 0
+        self.ptr = self.size = self.added = 0  # added: transitions ever written
         self.generator = torch.Generator().manual_seed(seed)
 
     def add(self, obs: np.ndarray, action: np.ndarray, reward: float, next_obs: np.ndarray,
@@ -36,6 +36,7 @@ class ReplayBuffer:
         self.not_done[i] = 0.0 if terminated else 1.0
         self.ptr = (self.ptr + 1) % self.capacity
         self.size = min(self.size + 1, self.capacity)
+        self.added += 1
 
     def indices(self, batch_size: int, review: ExperienceReview | None = None) -> torch.Tensor:
         """Uniform indices, with ``review.early_count(batch_size)`` of them from the early window."""
@@ -44,7 +45,7 @@ class ReplayBuffer:
         if n_early:
             oldest = self.ptr if self.size == self.capacity else 0
             early = early_indices(n_early, self.size, self.capacity, oldest, review.cfg.early_fraction,
-                                  self.generator)
+                                  self.generator, review.warmup_left(self.size, self.added))
             idx = torch.cat([early, idx])
         return idx.to(self.device)
 
@@ -61,7 +62,7 @@ class ReplayBuffer:
         n = self.size
         return {"obs": self.obs[:n].cpu(), "next_obs": self.next_obs[:n].cpu(), "action": self.action[:n].cpu(),
                 "reward": self.reward[:n].cpu(), "not_done": self.not_done[:n].cpu(), "ptr": self.ptr,
-                "size": n, "capacity": self.capacity, "generator": self.generator.get_state()}
+                "size": n, "added": self.added, "capacity": self.capacity, "generator": self.generator.get_state()}
 
     def load_state_dict(self, state: dict) -> None:
         if state["capacity"] != self.capacity:
@@ -70,4 +71,5 @@ class ReplayBuffer:
         for key in ("obs", "next_obs", "action", "reward", "not_done"):
             getattr(self, key)[:n] = state[key].to(self.device)
         self.ptr, self.size = state["ptr"], n
+        self.added = state.get("added", n)  # older checkpoints: runs that never wrapped their buffer
         self.generator.set_state(state["generator"].cpu())  # torch.load(map_location="cuda") moves it

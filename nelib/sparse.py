@@ -124,10 +124,12 @@ def sparsify(
     density: float,
     generator: torch.Generator | None = None,
     dense_first_last: bool = False,
+    keep: str = "random",
 ) -> list[float]:
-    """Give ``net``'s masked layers random masks at ERK densities for global ``density``.
+    """Give ``net``'s masked layers masks at ERK densities for global ``density``.
 
-    Each layer keeps exactly ``round(density_l * numel)`` connections chosen uniformly at random; the
+    Each layer keeps exactly ``round(density_l * numel)`` connections: chosen uniformly at random
+    (``keep='random'``), or its largest-|w| initial weights (``keep='magnitude'``, the official NE code); the
     others are zeroed. Returns the per-layer densities used. ``dense_first_last`` keeps the first and the
     last masked layer dense (a common choice; NE's ERK makes small input/output layers dense anyway).
     """
@@ -136,12 +138,17 @@ def sparsify(
         raise ValueError("the network has no masked layers to sparsify")
     dense = (0, len(layers) - 1) if dense_first_last else ()
     densities = erk_densities([tuple(m.weight.shape) for m in layers], density, dense)
+    if keep not in ("random", "magnitude"):
+        raise ValueError(f"keep must be 'random' or 'magnitude', got {keep!r}")
     for layer, d in zip(layers, densities, strict=True):
         n = layer.weight.numel()
-        keep = round(d * n)
-        order = torch.randperm(n, generator=generator, device="cpu")
+        k = round(d * n)
+        if keep == "random":
+            order = torch.randperm(n, generator=generator, device="cpu")
+        else:
+            order = torch.argsort(layer.weight.detach().abs().flatten().cpu(), descending=True, stable=True)
         flat = torch.zeros(n, dtype=torch.bool)
-        flat[order[:keep]] = True
+        flat[order[:k]] = True
         layer.mask.copy_(flat.view_as(layer.mask))
         layer.weight.mul_(layer.mask)
     return densities

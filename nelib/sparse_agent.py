@@ -20,7 +20,7 @@ from torch import nn
 from nelib.metrics import capture_activations, effective_rank, plasticity_report, stable_rank, weight_magnitude
 from nelib.review import ExperienceReview, ReviewConfig
 from nelib.sparse import copy_masks, density_report, mask_gradients, sparsify
-from nelib.topology import TopologyConfig, TopologyScheduler
+from nelib.topology import TopologyConfig, TopologyScheduler, make_scheduler
 
 NETS = ("actor", "critic")
 
@@ -37,10 +37,15 @@ class SparsityConfig:
     """Make the critic sparse (and, with NE, grow it)."""
     dense_first_last: bool = False
     """Keep the first and last layer of each network dense."""
+    keep: str = "random"
+    """Which initial connections each layer keeps: ``random`` (NE) or ``magnitude`` (its largest-|w| initial
+    weights, as the official code)."""
 
     def __post_init__(self):
         if not 0.0 < self.density <= 1.0:
             raise ValueError(f"sparsity.density must be in (0, 1], got {self.density}")
+        if self.keep not in ("random", "magnitude"):
+            raise ValueError(f"sparsity.keep must be 'random' or 'magnitude', got {self.keep!r}")
 
 
 def last_relu(net: nn.Module, prefix: str) -> str:
@@ -70,7 +75,8 @@ class SparseAgent:
         if sparsity.density < 1.0:
             for key in NETS:
                 if getattr(sparsity, key):
-                    sparsify(self._sparse_part(key), sparsity.density, self.mask_gen, sparsity.dense_first_last)
+                    sparsify(self._sparse_part(key), sparsity.density, self.mask_gen, sparsity.dense_first_last,
+                             sparsity.keep)
                     self.sparse_nets.append(getattr(self, key))
 
     def _sparse_part(self, key: str) -> nn.Module:
@@ -78,18 +84,20 @@ class SparseAgent:
         return getattr(self, key)
 
     def _init_ne(self, sparsity: SparsityConfig, topology: TopologyConfig | None, review: ReviewConfig | None,
-                 total_updates: int, actor_update_every: int) -> None:
+                 total_updates: int, actor_update_every: int, warmup_steps: int = 0) -> None:
         """NE's topology schedulers (one per sparse network, over its own number of updates) and experience
-        review, the update counters, and the (empty) list of interventions of the baselines."""
+        review (``warmup_steps``: the random warm-up's transitions, which review may leave out), the update
+        counters, and the (empty) list of interventions of the baselines."""
         self.topology: dict[str, TopologyScheduler] = {}
         if topology is not None:
-            if sparsity.actor:
-                self.topology["actor"] = TopologyScheduler(
+            if sparsity.actor and topology.grow_actor:
+                self.topology["actor"] = make_scheduler(
                     self.actor, self.actor_opt, topology, total_updates // actor_update_every, self.mask_gen)
             if sparsity.critic:
-                self.topology["critic"] = TopologyScheduler(
+                self.topology["critic"] = make_scheduler(
                     self.critic, self.critic_opt, topology, total_updates, self.mask_gen)
-        self.review = ExperienceReview(review) if review is not None and review.trigger != "never" else None
+        on = review is not None and review.trigger != "never"
+        self.review = ExperienceReview(review, warmup_steps) if on else None
         self.updates = self.actor_updates = 0
         self.topology_log = {"grown": 0, "pruned": 0}
         # Baselines that act on the networks between updates (Reset, ReDo, Plasticity Injection): objects

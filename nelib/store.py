@@ -23,6 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from nelib.config import NOT_HASHED, TrainConfig
+from nelib.methods import METHODS, SUPERSEDED
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -84,8 +85,34 @@ def same_config(stored: dict, cfg: TrainConfig) -> bool:
     return all(upgraded.get(k) == v for k, v in current.items() if k not in NOT_HASHED)
 
 
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def is_stale(stored: dict, cfg: TrainConfig) -> bool:
+    """Whether a stored config is ``cfg`` as its method was defined before (:data:`nelib.methods.SUPERSEDED`):
+    every field where the two differ is one the method's definition changed, holding its earlier value."""
+    old = SUPERSEDED.get(cfg.method)
+    if old is None:
+        return False
+    defaults = _flat(TrainConfig().to_dict())
+    new, was = dict(METHODS[cfg.method]), {**{k: defaults[k] for k in METHODS[cfg.method]}, **old}
+    current = _flat(cfg.to_dict())
+    stored = {**{k: v for k, v in defaults.items()}, **_flat(stored)}
+    differ = {k for k, v in current.items() if k not in NOT_HASHED and stored.get(k) != v}
+    return bool(differ) and all(k in new or k in old for k in differ) and all(
+        stored.get(k) == was.get(k, defaults.get(k)) for k in differ)
+
+
 class ResultMismatch(ValueError):
     """A stored result exists for this run key with a different config."""
+
+
+class StaleResult(ResultMismatch):
+    """The stored result was trained by an earlier definition of its method."""
 
 
 class ResultStore:
@@ -125,6 +152,10 @@ class ResultStore:
         if rec is None or overwrite:
             return None
         if rec["hash"] != cfg.hash() and not same_config(rec.get("config", {}), cfg):
+            if is_stale(rec.get("config", {}), cfg):
+                raise StaleResult(
+                    f"{self.json_path(cfg)} is stale: trained by the earlier definition of {cfg.method!r} "
+                    f"(see nelib.methods.SUPERSEDED); rerun it with --overwrite")
             raise ResultMismatch(
                 f"{self.json_path(cfg)} holds a run with config hash {rec['hash']}, this config is "
                 f"{cfg.hash()}; pass overwrite=True (CLI: --overwrite) to replace it")

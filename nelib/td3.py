@@ -78,6 +78,7 @@ class TD3(SparseAgent):
         total_updates: int = 1,
         device: str | torch.device = "cpu",
         seed: int = 0,
+        warmup_steps: int = 0,
     ):
         self.cfg, self.device, self.max_action, self.act_dim = cfg, torch.device(device), max_action, act_dim
         sparsity = sparsity or SparsityConfig()
@@ -94,7 +95,7 @@ class TD3(SparseAgent):
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr)
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.lr)
         self.refresh_parameter_lists()
-        self._init_ne(sparsity, topology, review, total_updates, cfg.policy_delay)
+        self._init_ne(sparsity, topology, review, total_updates, cfg.policy_delay, warmup_steps)
 
     def refresh_parameter_lists(self) -> None:
         """Re-pair online and target parameters for Polyak updates (after a network changes shape)."""

@@ -21,10 +21,12 @@ import dataclasses
 import torch
 from torch import nn
 
-from nelib.dormant import PruneConfig, prune_dormant, unit_layers
-from nelib.growth import GrowthConfig, grow, growth_count, growth_fraction
+from nelib.dormant import PruneConfig, prune_dormant, prune_smallest, unit_layers
+from nelib.growth import GrowthConfig, end_of_growth, grow, growth_count, revived_units
 from nelib.metrics import redo_scores
 from nelib.sparse import masked_layers, reset_adam_state
+
+ALGORITHMS = ("ne", "official")
 
 
 @dataclasses.dataclass
@@ -39,10 +41,21 @@ class TopologyConfig:
     """Prune the incoming connections of dormant units (off for the ``ne-no-prune`` ablation)."""
     pruning: PruneConfig = dataclasses.field(default_factory=PruneConfig)
     """How dormant units are pruned."""
+    grow_actor: bool = True
+    """Change the actor's topology too (the official README's command keeps the actor static)."""
+    algorithm: str = "ne"
+    """``ne``: :class:`TopologyScheduler` (the paper); ``official``: the official code's grow-then-rewire
+    (:class:`nelib.official_topology.OfficialTopologyScheduler`)."""
+    rewire_fraction: float = 0.1
+    """``official``: peak fraction of active connections swapped per update once the target is reached."""
 
     def __post_init__(self):
         if self.interval <= 0:
             raise ValueError(f"interval must be > 0, got {self.interval}")
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(f"topology.algorithm must be one of {ALGORITHMS}, got {self.algorithm!r}")
+        if not 0.0 <= self.rewire_fraction <= 0.5:
+            raise ValueError(f"topology.rewire_fraction must be in [0, 0.5], got {self.rewire_fraction}")
 
 
 class TopologyScheduler:
@@ -84,9 +97,9 @@ class TopologyScheduler:
         by module name, from :func:`nelib.metrics.capture_activations`) are needed when pruning is on.
         """
         g = self.cfg.growth
-        fraction = growth_fraction(g, update, self.total_updates)
+        end = end_of_growth(g, self.total_updates)
         scores = {}
-        if self.cfg.prune:
+        if self.cfg.prune and self.cfg.pruning.criterion == "dormant":
             if activations is None:
                 raise ValueError("pruning needs the activations of a batch")
             scores = {self.relu_to_layer[r]: redo_scores(a) for r, a in activations.items()
@@ -94,18 +107,26 @@ class TopologyScheduler:
         total_grown = total_pruned = 0
         for name, layer in self.layers:
             before = layer.mask.clone()
-            k = growth_count(g, layer.mask, self.initial_free[name], fraction)
-            grown = grow(layer, k, g.criterion, self._grads.get(name), self.generator, g.init_scale)
+            k = growth_count(g, layer.mask, self.initial_free[name], update, end)
+            grown = grow(layer, k, g.criterion, self._grads.get(name), self.generator, g.init_scale,
+                         g.revive_init)
             n_grown = int(grown.sum())
             pruned = None
             if name in scores:
                 cap = int(self.cfg.pruning.omega * n_grown)
                 pruned = prune_dormant(layer, scores[name], self.cfg.pruning.tau, cap, self.generator,
                                        candidates=before)
+            elif self.cfg.prune and self.cfg.pruning.criterion == "magnitude":
+                pruned = prune_smallest(layer, int(self.cfg.pruning.omega * n_grown), candidates=before)
+            if pruned is not None:
                 total_pruned += int(pruned.sum())
             changed = grown if pruned is None else grown | pruned
             if n_grown or (pruned is not None and pruned.any()):
                 reset_adam_state(self.optimizer, layer.weight, changed)
+            if g.revive_init == "lecun" and layer.bias is not None and n_grown:
+                revived = revived_units(before, grown)
+                if revived.any():
+                    reset_adam_state(self.optimizer, layer.bias, revived)
             total_grown += n_grown
         self._grads = {}
         active = sum(int(lay.mask.sum()) for _, lay in self.layers)
@@ -117,3 +138,13 @@ class TopologyScheduler:
 
     def load_state_dict(self, state: dict) -> None:
         self.initial_free = dict(state["initial_free"])
+
+
+def make_scheduler(net: nn.Module, optimizer: torch.optim.Optimizer, cfg: TopologyConfig, total_updates: int,
+                   generator: torch.Generator | None = None):
+    """The topology scheduler ``cfg.algorithm`` names, for one network."""
+    if cfg.algorithm == "official":
+        from nelib.official_topology import OfficialTopologyScheduler
+
+        return OfficialTopologyScheduler(net, optimizer, cfg, total_updates, generator)
+    return TopologyScheduler(net, optimizer, cfg, total_updates, generator)

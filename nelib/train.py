@@ -55,7 +55,7 @@ def build_agent(cfg: TrainConfig, obs_dim, act_dim: int, max_action: float, devi
     with NE operators attached when ``cfg.expansion`` and baselines' interventions when enabled."""
     total_updates = max(1, cfg.steps - cfg.start_steps)
     ne = {"topology": cfg.topology if cfg.expansion else None, "review": cfg.review if cfg.expansion else None,
-          "total_updates": total_updates, "device": device, "seed": cfg.seed}
+          "total_updates": total_updates, "device": device, "seed": cfg.seed, "warmup_steps": cfg.start_steps}
     if cfg.algo == "drq":
         if cfg.injection.enabled:
             raise ValueError("plasticity injection is implemented for TD3 only")

@@ -2,13 +2,24 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from nelib.dormant import prune_dormant, unit_layers
-from nelib.growth import GrowthConfig, grow, growth_count, growth_fraction
+from nelib.dormant import PruneConfig, prune_dormant, unit_layers
+from nelib.growth import (
+    GrowthConfig,
+    cosine_progress,
+    end_of_growth,
+    grow,
+    growth_count,
+    growth_fraction,
+    revived_units,
+    target_count,
+)
 from nelib.metrics import capture_activations
+from nelib.replay import ReplayBuffer
 from nelib.review import ExperienceReview, ReviewConfig, early_indices
 from nelib.sparse import MaskedLinear, mask_gradients, masked_layers
 from nelib.topology import TopologyConfig, TopologyScheduler
@@ -49,19 +60,87 @@ def test_growth_never_exceeds_free_positions_and_random_growth_is_seeded():
     assert torch.equal(b.mask, c.mask) and int(b.mask.sum()) == 9
 
 
-def test_schedules_and_growth_count():
+def test_rate_schedules_and_growth_count():
     cosine = GrowthConfig(schedule="cosine", rate=0.1)
     assert growth_fraction(cosine, 0, 1000) == pytest.approx(0.1)
     assert growth_fraction(cosine, 500, 1000) == pytest.approx(0.05)
     assert growth_fraction(cosine, 250, 1000) == pytest.approx(0.05 * (1 + math.cos(math.pi / 4)))
     assert growth_fraction(cosine, 1000, 1000) == 0.0
     assert growth_fraction(GrowthConfig(schedule="constant", rate=0.1), 999, 1000) == 0.1
+    with pytest.raises(ValueError, match="rate schedules"):
+        growth_fraction(GrowthConfig(schedule="cosine-target"), 0, 1000)
     mask = torch.zeros(10, 10, dtype=torch.bool)
     mask[:2] = True  # 20 present, 80 free
-    assert growth_count(GrowthConfig(), mask, 80, 0.1) == 8
-    assert growth_count(GrowthConfig(target_density=0.25), mask, 80, 0.1) == 5  # capped at the target
-    with pytest.raises(ValueError):
-        GrowthConfig(criterion="magic")
+    assert growth_count(GrowthConfig(schedule="constant", rate=0.1), mask, 80, 5, 1000) == 8
+    assert growth_count(GrowthConfig(schedule="constant", rate=0.1, target_density=0.25), mask, 80, 5, 1000) == 5
+
+
+def test_cosine_target_reaches_full_size_at_t_end_and_not_before():
+    cfg = GrowthConfig(schedule="cosine-target")
+    # 100 weights, 20 present: 20 + round(80 F(t / 1000)), F(x) = x + sin(pi x) / pi
+    assert [target_count(cfg, 100, 20, t, 1000) for t in range(0, 1001, 100)] == [
+        20, 36, 51, 65, 76, 85, 92, 97, 99, 100, 100]
+    assert cosine_progress(0.5) == pytest.approx(0.5 + 1 / math.pi)
+    # the per-update increments follow the cosine: largest first, shrinking to zero at T_end
+    steps = [target_count(cfg, 100, 20, t, 1000) - target_count(cfg, 100, 20, t - 100, 1000)
+             for t in range(100, 1001, 100)]
+    assert steps == sorted(steps, reverse=True) and steps[-1] == 0
+    # a 256x256 layer, 10k present, grown at every 100 of 75k updates: still growing in the last 5% of the
+    # run; full at 73.7k, where the cosine's last increments round to one connection, and not before
+    mask = torch.zeros(256, 256, dtype=torch.bool)
+    mask.view(-1)[:10_000] = True
+    free, end = int((~mask).sum()), 75_000
+    assert [65_536 - target_count(cfg, 65_536, 10_000, t, end) for t in (70_000, 72_000, 73_600, 73_700, end)] == [
+        27, 6, 1, 0, 0]
+    assert growth_count(cfg, mask, free, 100, end) == target_count(cfg, 65_536, 10_000, 100, end) - 10_000
+    mask[:] = True
+    # after T_end growth only refills what pruning freed, and never goes past the target
+    mask.view(-1)[:7] = False
+    assert growth_count(cfg, mask, free, end + 100, end) == 7
+    half = GrowthConfig(schedule="cosine-target", target_density=0.5)
+    assert growth_count(half, mask, free, end, end) == 0
+    assert end_of_growth(GrowthConfig(end_fraction=0.25), 75_000) == 18_750
+    assert end_of_growth(GrowthConfig(end_step=500, end_fraction=0.25), 75_000) == 500
+
+
+def test_gradient_growth_breaks_zero_gradient_ties_at_random_only_when_it_reaches_them():
+    mask = torch.zeros(4, 5, dtype=torch.bool)
+    grad = torch.zeros(4, 5)
+    grad[0, :3] = torch.tensor([3.0, 2.0, 1.0])  # 3 positive candidates, 17 zero ties
+    a = layer_with_mask(mask)
+    gen = torch.Generator().manual_seed(0)
+    grown = grow(a, 3, "gradient", grad, generator=gen)
+    assert {tuple(ix) for ix in grown.nonzero().tolist()} == {(0, 0), (0, 1), (0, 2)}
+    assert torch.equal(gen.get_state(), torch.Generator().manual_seed(0).get_state())  # no draw needed
+    picks = []
+    for seed in (1, 2):
+        b = layer_with_mask(mask)
+        grown = grow(b, 6, "gradient", grad, generator=torch.Generator().manual_seed(seed))
+        assert grown[0, :3].all() and int(grown.sum()) == 6
+        picks.append(grown.clone())
+    assert not torch.equal(picks[0], picks[1])  # the 3 zero-gradient picks depend on the seed
+
+
+def test_a_unit_silenced_by_pruning_fires_again_after_its_regrowth():
+    torch.manual_seed(0)
+    x = torch.rand(32, 4)  # ReLU-like inputs: non-negative
+    for revive, fires in (("lecun", True), ("zero", False)):
+        layer = MaskedLinear(4, 3)
+        with torch.no_grad():
+            layer.bias[1] = -5.0
+        scores = torch.tensor([1.0, 0.0, 1.0])  # unit 1 is dormant
+        pruned = prune_dormant(layer, scores, 0.0, 100)
+        assert pruned[1].all() and not pruned[[0, 2]].any()  # all its incoming connections go
+        assert torch.all(torch.relu(layer(x))[:, 1] == 0)
+        before = layer.mask.clone()
+        grown = grow(layer, 4, "random", generator=torch.Generator().manual_seed(0), revive_init=revive)
+        assert grown[1].all() and torch.equal(revived_units(before, grown), torch.tensor([False, True, False]))
+        out = torch.relu(layer(x))[:, 1]
+        assert bool((out > 0).any()) is fires
+        if fires:  # LeCun-uniform weights, bias zeroed
+            assert layer.bias[1] == 0 and layer.weight[1].abs().max() <= math.sqrt(3 / 4)
+        else:
+            assert torch.all(layer.weight[1] == 0) and layer.bias[1] == -5.0
 
 
 def test_prune_dormant_exact_cap_whole_units_first():
@@ -242,3 +321,102 @@ def test_fau_trigger_and_never():
     assert ExperienceReview(ReviewConfig(trigger="always")).early_count(10) == 5
     with pytest.raises(ValueError):
         ReviewConfig(trigger="sometimes")
+
+
+def test_dynamic_review_threshold_falls_and_strength_is_graded():
+    cfg = ReviewConfig(trigger="dynamic", window=2, threshold_ratio=0.5, smoothing=0.0, warmup=0)
+    review = ExperienceReview(cfg)
+    for d in (0.0, 0.0, 0.4):
+        assert review.observe(d, 1.0) is False and review.threshold is None
+    thresholds, strengths = [], []
+    for d in (0.4, 0.4, 0.4, 0.45):
+        review.observe(d, 1.0)
+        thresholds.append(review.threshold)
+        strengths.append(review.strength)
+    # rates 0.4, 0.2, 0.0, 0.025; threshold: half the mean of the rates so far
+    assert thresholds == pytest.approx([0.2, 0.15, 0.1, 0.078125])
+    assert strengths == pytest.approx([0.0, 0.0, 1.0, 1 - 0.025 / 0.078125])
+    assert review.active and review.early_count(256) == round(0.68 * 128)
+    # the evaluation row logs the mean strength since the previous row
+    assert review.take_share() == pytest.approx((1.0 + 0.68) / 7)
+    # a rate that only jitters around a constant level never falls to half its own mean
+    jitter = ExperienceReview(cfg)
+    for d in (0.0, 0.1) * 20:
+        jitter.observe(d, 1.0)
+        assert jitter.strength == 0.0
+    # resume: threshold, rates and strength travel with the checkpoint
+    other = ExperienceReview(cfg)
+    other.load_state_dict(review.state_dict())
+    assert (other.threshold, other.strength) == (review.threshold, review.strength)
+    assert other.observe(0.45, 1.0) == review.observe(0.45, 1.0) and other.strength == review.strength
+    with pytest.raises(ValueError, match="window"):
+        ReviewConfig(trigger="dynamic", window=0)
+
+
+def test_review_leaves_the_random_warm_up_out_of_the_early_window():
+    review = ExperienceReview(ReviewConfig(trigger="always", skip_warmup=True, early_fraction=0.3), 10)
+    assert review.warmup_left(size=40, added=40) == 10
+    assert review.warmup_left(size=50, added=55) == 5  # the ring overwrote 5 warm-up transitions
+    assert review.warmup_left(size=50, added=70) == 0
+    assert ExperienceReview(ReviewConfig(trigger="always"), 10).warmup_left(40, 40) == 0  # official window
+    buffer = ReplayBuffer(1, 1, 100, seed=0)
+    for i in range(40):
+        buffer.add(np.array([i]), np.zeros(1), 0.0, np.array([i + 1]), False)
+    obs = buffer.sample(256, review)[0][:, 0]
+    early, uniform = obs[:128], obs[128:]
+    assert early.min() >= 10 and early.max() < 10 + int(0.3 * 30)  # the oldest 30% after the warm-up
+    assert uniform.min() < 10  # the rest of the batch is uniform over everything
+
+
+def official_net(present: int):
+    net = nn.Sequential(MaskedLinear(256, 256), nn.ReLU())
+    with torch.no_grad():
+        mask = torch.zeros(256 * 256, dtype=torch.bool)
+        mask[torch.randperm(256 * 256, generator=torch.Generator().manual_seed(0))[:present]] = True
+        net[0].mask.copy_(mask.view(256, 256))
+        net[0].weight.mul_(net[0].mask)
+    return net
+
+
+def test_official_schedule_grows_334_prunes_133_then_rewires_at_constant_density():
+    from nelib.official_topology import OfficialTopologyScheduler
+
+    net = official_net(10_603)  # a hidden 256x256 layer of the official critic at ERK density 0.162
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    cfg = TopologyConfig(interval=100, growth=GrowthConfig(rate=0.008, target_density=0.18, end_step=1_000),
+                         pruning=PruneConfig(omega=0.4, criterion="magnitude"), algorithm="official")
+    sched = OfficialTopologyScheduler(net, opt, cfg, 10_000, torch.Generator().manual_seed(0))
+    x = torch.rand(64, 256, generator=torch.Generator().manual_seed(1))
+    layer, counts, densities = net[0], [], []
+    for update in range(100, 1_301, 100):
+        opt.zero_grad()
+        net(x).pow(2).mean().backward()
+        sched.capture_gradients()
+        mask_gradients(net)
+        opt.step()
+        before, weight = layer.mask.clone(), layer.weight.detach().clone()
+        stats = sched.step(update)
+        grown, pruned = layer.mask & ~before, before & ~layer.mask
+        assert (stats["grown"], stats["pruned"]) == (int(grown.sum()), int(pruned.sum()))
+        assert torch.all(layer.weight[grown] == 0)  # zero init
+        # pruned by |w|: among the layer's smallest (a drop grown straight back is no prune, hence <=)
+        n_drop = 133 if sched.rewiring_since is None else int(sched.drop_fraction(update) * int(before.sum()))
+        smallest = weight[before].abs().kthvalue(n_drop).values
+        assert not pruned.any() or weight[pruned].abs().max() <= smallest
+        counts.append((stats["grown"], stats["pruned"]))
+        densities.append(int(layer.mask.sum()))
+    # growth: int(0.008 (0.8 * 65536 - 10603)) = 334 grown, int(0.4 * 334) = 133 pruned, +201 per update
+    assert counts[:6] == [(334, 133)] * 6 and densities[:6] == [10_603 + 201 * k for k in range(1, 7)]
+    # 11,809 connections = 0.1802 >= 0.18 at update 700: rewiring from then on, at constant density
+    assert sched.rewiring_since == 700 and densities[6:] == [11_809] * 7
+    for i, update in enumerate(range(700, 1_301, 100)):
+        n = int(0.1 * (1 + math.cos(math.pi * (update - 700) / 1_000)) * 11_809)
+        assert 0 < counts[6 + i][0] == counts[6 + i][1] <= n  # swaps; a drop grown straight back is no swap
+    assert counts[6][0] > counts[-1][0] > 0  # the cosine drop fraction shrinks
+    # a full layer is left alone by rewiring
+    full = official_net(256 * 256)
+    sched = OfficialTopologyScheduler(full, torch.optim.Adam(full.parameters()), cfg, 10_000)
+    full(x).pow(2).mean().backward()
+    sched.capture_gradients()
+    w = full[0].weight.detach().clone()
+    assert sched.step(100)["grown"] == 0 and torch.equal(full[0].weight, w)

@@ -115,3 +115,16 @@ def test_gradient_masking_follows_mask_changes():
     assert masked_grad()[0, 1] == 0 and int((masked_grad() != 0).sum()) == 5
     layer.mask[0, 1] = True  # regrown: its gradient flows again
     assert masked_grad()[0, 1] != 0
+
+
+def test_sparsify_can_keep_the_largest_initial_weights():
+    torch.manual_seed(0)
+    net = nn.Sequential(MaskedLinear(64, 64), nn.ReLU(), MaskedLinear(64, 64))
+    w = [net[0].weight.detach().clone(), net[2].weight.detach().clone()]
+    densities = sparsify(net, 0.25, keep="magnitude")
+    for layer, before, d in zip((net[0], net[2]), w, densities, strict=True):
+        k = round(d * before.numel())
+        assert int(layer.mask.sum()) == k
+        assert before[layer.mask].abs().min() >= before[~layer.mask].abs().max()  # the top-k |w|
+    with pytest.raises(ValueError, match="keep"):
+        sparsify(net, 0.25, keep="biggest")

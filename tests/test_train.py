@@ -193,3 +193,38 @@ def test_unknown_config_field_is_rejected(tmp_path, capsys):
     assert "unrecognized arguments: --agent.nope" in capsys.readouterr().err
     with pytest.raises(ValueError, match="unknown config field 'agent.nope'"):
         make_config(**{"agent__nope": 1})
+
+
+def test_a_run_of_an_earlier_method_definition_is_stale_not_shown_and_not_retrained(store, monkeypatch):
+    import dataclasses
+
+    from nelib.store import StaleResult, is_stale
+
+    old = fast_config("ne-fast")
+    rows = train.run(old, store)
+    # file it under `ne`, as runs trained before `ne` changed are stored
+    stale = dataclasses.replace(old, method="ne")
+    assert stale.method == "ne" and is_stale(stale.to_dict(), fast_config())
+    store.save(stale, rows, 1.0)
+    with pytest.raises(StaleResult, match="stale: trained by the earlier definition of 'ne'.*--overwrite"):
+        store.load(fast_config())
+    # any other difference is a plain mismatch, not staleness
+    assert not is_stale(dataclasses.replace(stale, seed=1).to_dict(), fast_config())
+    assert not is_stale(fast_config("td3").to_dict(), fast_config("td3", **{"agent.lr": 1e-3}))
+    from nelib.experiments import run_configs
+    monkeypatch.setattr(train, "build_agent", lambda *a, **k: pytest.fail("a stale run was re-trained"))
+    failures = run_configs([fast_config()], store, workers=1, progress=False)
+    assert len(failures) == 1 and "stale" in failures[0][1]
+
+
+def test_ne_official_grows_the_critic_only_from_its_largest_initial_weights(store):
+    cfg = make_config("HalfCheetah-v5", "ne-official")
+    agent = train.build_agent(cfg, 17, 6, 1.0, "cpu")
+    assert set(agent.topology) == {"critic"}  # the actor keeps its initial 20%
+    assert len(agent.critic.q1) > len(agent.actor.net)  # the official 256-256-256 critic
+    from nelib.official_topology import OfficialTopologyScheduler
+    from nelib.sparse import density_report
+    assert isinstance(agent.topology["critic"], OfficialTopologyScheduler)
+    assert density_report(agent.actor)["density"] == pytest.approx(0.2, abs=0.01)
+    df = train.run(fast_config("ne-official", **{"topology.growth.target_density": 0.25}), store)
+    assert df["actor_density"].dropna().nunique() == 1 and df["critic_density"].iloc[-1] > df["critic_density"].iloc[1]
