@@ -200,6 +200,8 @@ class Run:
                **({"task_now": env.unwrapped.task, "stage": env.unwrapped.stage} if self.cyclic_env else {}),
                "train_return": self.last_return, "review": bool(agent.review and agent.review.active),
                "review_rate": agent.review.rate if agent.review and agent.review.rate is not None else float("nan"),
+               "review_threshold": (agent.review.threshold if agent.review and agent.review.threshold is not None
+                                    else float("nan")),
                "review_share": agent.review.take_share() if agent.review else float("nan"),
                **agent.topology_log, "steps_per_s": sps, **self.losses}
         if buffer.size:
