@@ -7,12 +7,13 @@ SHELL := bash
 .DEFAULT_GOAL := help
 
 # Variables to set on the command line: the interpreter that creates .venv (3.11 or newer), the experiment
-# scale (ci | laptop | paper, defined in nelib/presets.py), FRESH=1 to make notebooks recompute their
-# cached results, and STORED=1 to plot only the runs already stored (no training; a notebook without any
-# stored run is skipped with a message).
+# scale (ci | laptop | long | paper, defined in nelib/presets.py), TRAIN=1 to train the runs a notebook
+# needs that are not stored (by default figures are drawn from the stored runs only, and a notebook with
+# none is skipped with a message), and FRESH=1 (with TRAIN=1) to re-train stored runs too.
 PYTHON ?= python3
 PRESET ?= laptop
 FRESH ?= 0
+TRAIN ?= $(if $(filter ci,$(PRESET)),1,0)
 STORED ?= 0
 
 VENV := .venv
@@ -20,12 +21,13 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 FRESH_BOOL := $(if $(filter 1 true True yes,$(FRESH)),True,False)
-TRAIN_BOOL := $(if $(filter 1 true True yes,$(STORED)),False,True)
+# STORED=1 is the default now (kept so that older commands still work).
+TRAIN_BOOL := $(if $(filter 1 true True yes,$(STORED)),False,$(if $(filter 1 true True yes,$(TRAIN)),True,False))
 
 .PHONY: help setup preset test figures lint bench bench-pixels bench-vectorized clean
 
 help:
-	@echo "make figures [PRESET=ci|laptop|paper] [FRESH=1|STORED=1]  run notebooks/NN_*.ipynb, figures in figures/"
+	@echo "make figures [PRESET=ci|laptop|long|paper] [TRAIN=1 [FRESH=1]]  run notebooks/NN_*.ipynb on the stored runs"
 	@echo "make test                                       unit tests and notebooks on the ci preset"
 	@echo "make lint | make bench | make bench-pixels | make bench-vectorized | make clean"
 

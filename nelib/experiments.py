@@ -46,6 +46,8 @@ EXPERIMENTS: dict[str, tuple[Arm, ...]] = {
     "experience-review": (Arm("ne"), Arm("ne-no-review")),
     "benchmark": tuple(Arm(m) for m in ("td3", "ne", "ne-official", "reset", "redo", "plasticity-injection",
                                         "layernorm")),
+    # The headline claim at the paper's horizon (preset `long`: HalfCheetah-v5, 1M steps, 5 seeds).
+    "long-horizon": tuple(Arm(m) for m in ("td3", "ne", "ne-official")),
     # What the reviewers asked for: one NE hyper-parameter varied at a time around the defaults.
     "sensitivity": (Arm("ne"),
                     *(Arm("ne", f"density{v:g}", (("sparsity.density", v),)) for v in (0.1, 0.4)),
@@ -69,6 +71,7 @@ CYCLES = {
     "ci": "cycle:Hopper-v5,Walker2d-v5@400x2",
     "laptop": "cycle:HalfCheetah-v5,Walker2d-v5,Hopper-v5@20000x2",
     "paper": "cycle:HalfCheetah-v5,Walker2d-v5,Hopper-v5@200000x3",
+    "long": "cycle:HalfCheetah-v5,Walker2d-v5,Hopper-v5@200000x3",
 }
 EXPERIMENTS["cyclic"] = tuple(Arm(m) for m in ("td3", "ne", "reset", "redo"))
 # `laptop` cyclic runs make 110k updates after 10k random steps. The benchmark's 30k reset interval would
@@ -352,9 +355,11 @@ def run_experiment(name: str, preset: str = presets.DEFAULT, store: ResultStore 
         stored = [c for c in configs if store.record(c) is not None]
         print(f"stored runs only: {len(stored)} of {len(configs)} runs of {name!r} at preset {preset!r} "
               f"are in {store.root}; the missing ones are left out")
-        if not stored:
-            raise NoStoredRuns(f"no stored runs of {name!r} at preset {preset!r} in {store.root}; train them "
-                               f"with: python -m nelib.sweep --experiment {name} --preset {preset}")
+        for cfg in stored:
+            try:
+                store.load(cfg)
+            except ValueError as e:  # stale (an earlier method definition), another config, or corrupt
+                failures.append((cfg, str(e)))
         configs = stored
     frames = []
     for cfg in configs:
@@ -364,8 +369,11 @@ def run_experiment(name: str, preset: str = presets.DEFAULT, store: ResultStore 
                                       label=f"{cfg.method}@{cfg.variant}" if cfg.variant else cfg.method,
                                       seed=cfg.seed))
     if failures:
-        print(f"{len(failures)} of {len(configs)} runs failed; their rows are missing")
-        for cfg, error in failures:  # why, e.g. a stored run of another config (a stale results folder)
+        print(f"{len(failures)} of {len(configs)} runs are left out:")
+        for cfg, error in failures:  # why, e.g. a stale run or a stored run of another config
             print(f"  {cfg.task} {cfg.method}{'@' + cfg.variant if cfg.variant else ''} seed {cfg.seed}: "
                   f"{error.strip().splitlines()[-1]}")
+    if not frames and not train:
+        raise NoStoredRuns(f"no usable stored runs of {name!r} at preset {preset!r} in {store.root}; train them "
+                           f"with: python -m nelib.sweep --experiment {name} --preset {preset} [--fresh]")
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

@@ -54,7 +54,7 @@ SUPERSEDED: dict[str, dict[str, object]] = {
 }
 """Methods whose definition changed after runs were stored -> the overrides they had then. A stored run that
 matches the earlier definition is *stale*: it is reported, never shown as the method's result, and not
-re-trained unless asked (``--overwrite``); see :func:`nelib.store.is_stale`."""
+re-trained unless asked (``--overwrite``); see :func:`nelib.store.is_stale_record`."""
 
 
 ALGO_ONLY: dict[str, str] = {"td3": "td3", "drq": "drq", "plasticity-injection": "td3", "layernorm": "td3"}

@@ -92,21 +92,6 @@ def _flat(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def is_stale(stored: dict, cfg: TrainConfig) -> bool:
-    """Whether a stored config is ``cfg`` as its method was defined before (:data:`nelib.methods.SUPERSEDED`):
-    every field where the two differ is one the method's definition changed, holding its earlier value."""
-    old = SUPERSEDED.get(cfg.method)
-    if old is None:
-        return False
-    defaults = _flat(TrainConfig().to_dict())
-    new, was = dict(METHODS[cfg.method]), {**{k: defaults[k] for k in METHODS[cfg.method]}, **old}
-    current = _flat(cfg.to_dict())
-    stored = {**{k: v for k, v in defaults.items()}, **_flat(stored)}
-    differ = {k for k, v in current.items() if k not in NOT_HASHED and stored.get(k) != v}
-    return bool(differ) and all(k in new or k in old for k in differ) and all(
-        stored.get(k) == was.get(k, defaults.get(k)) for k in differ)
-
-
 class ResultMismatch(ValueError):
     """A stored result exists for this run key with a different config."""
 
@@ -152,7 +137,7 @@ class ResultStore:
         if rec is None or overwrite:
             return None
         if rec["hash"] != cfg.hash() and not same_config(rec.get("config", {}), cfg):
-            if is_stale(rec.get("config", {}), cfg):
+            if is_stale_record(rec):
                 raise StaleResult(
                     f"{self.json_path(cfg)} is stale: trained by the earlier definition of {cfg.method!r} "
                     f"(see nelib.methods.SUPERSEDED); rerun it with --overwrite")
@@ -216,10 +201,31 @@ def index_markdown(store: ResultStore) -> str:
     return "\n".join(lines)
 
 
+def is_stale_record(rec: dict) -> bool:
+    """Whether a stored record was trained by an earlier definition of its method: every field the
+    method's definition changed (:data:`nelib.methods.SUPERSEDED`) holds its earlier value. Such a run is
+    reported, never shown as the method's result, and not re-trained unless asked (``--overwrite``)."""
+    stored = rec.get("config", {})
+    old = SUPERSEDED.get(stored.get("method"))
+    if old is None:
+        return False
+    defaults = _flat(TrainConfig().to_dict())
+    new = METHODS[stored["method"]]
+    was = {k: old.get(k, defaults[k]) for k in {*new, *old}}
+    changed = [k for k in was if was[k] != new.get(k, defaults[k])]
+    flat = {**defaults, **_flat(stored)}
+    return bool(changed) and all(flat[k] == was[k] for k in changed)
+
+
 def summary_markdown(store: ResultStore) -> str:
     """A markdown table with one row per preset, task and method: the seeds stored, the mean and
-    standard deviation over seeds of the final evaluation's return, and each seed's."""
-    finals = [(*path.parts[-4:-1], int(path.stem.removeprefix("seed")), final_return(path))
+    standard deviation over seeds of the final evaluation's return, and each seed's. Runs of an earlier
+    definition of their method are marked ``[stale]``."""
+    def method_of(path: Path) -> str:
+        stale = is_stale_record(json.loads(path.with_suffix(".json").read_text()))
+        return path.parts[-2] + (" [stale]" if stale else "")
+
+    finals = [(*path.parts[-4:-2], method_of(path), int(path.stem.removeprefix("seed")), final_return(path))
               for path in sorted((store.root / "runs").glob("*/*/*/seed*.csv"))]
     lines = ["| preset | task | method | seeds | final return: mean ± sd over seeds | per seed |",
              "| --- | --- | --- | --- | --- | --- |"]

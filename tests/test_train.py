@@ -198,19 +198,22 @@ def test_unknown_config_field_is_rejected(tmp_path, capsys):
 def test_a_run_of_an_earlier_method_definition_is_stale_not_shown_and_not_retrained(store, monkeypatch):
     import dataclasses
 
-    from nelib.store import StaleResult, is_stale
+    from nelib.store import StaleResult, is_stale_record
 
     old = fast_config("ne-fast")
     rows = train.run(old, store)
     # file it under `ne`, as runs trained before `ne` changed are stored
     stale = dataclasses.replace(old, method="ne")
-    assert stale.method == "ne" and is_stale(stale.to_dict(), fast_config())
     store.save(stale, rows, 1.0)
+    assert is_stale_record(store.record(stale))
     with pytest.raises(StaleResult, match="stale: trained by the earlier definition of 'ne'.*--overwrite"):
         store.load(fast_config())
-    # any other difference is a plain mismatch, not staleness
-    assert not is_stale(dataclasses.replace(stale, seed=1).to_dict(), fast_config())
-    assert not is_stale(fast_config("td3").to_dict(), fast_config("td3", **{"agent.lr": 1e-3}))
+    # runs of the method's current definition, and of methods that never changed, are not stale
+    assert not is_stale_record({"config": fast_config().to_dict()})
+    assert not is_stale_record({"config": fast_config("ne", **{"sparsity.density": 0.1}).to_dict()})
+    assert not is_stale_record({"config": fast_config("td3", **{"agent.lr": 1e-3}).to_dict()})
+    assert is_stale_record({"config": dataclasses.replace(fast_config("ne-fast", **{"sparsity.density": 0.1}),
+                                                          method="ne").to_dict()})
     from nelib.experiments import run_configs
     monkeypatch.setattr(train, "build_agent", lambda *a, **k: pytest.fail("a stale run was re-trained"))
     failures = run_configs([fast_config()], store, workers=1, progress=False)
