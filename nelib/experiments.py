@@ -369,7 +369,7 @@ def run_experiment(name: str, preset: str = presets.DEFAULT, store: ResultStore 
                                       label=f"{cfg.method}@{cfg.variant}" if cfg.variant else cfg.method,
                                       seed=cfg.seed))
     if failures:
-        print(f"{len(failures)} of {len(configs)} runs are left out:")
+        print(f"{len(failures)} of {len(configs)} runs failed or are left out; their rows are missing:")
         for cfg, error in failures:  # why, e.g. a stale run or a stored run of another config
             print(f"  {cfg.task} {cfg.method}{'@' + cfg.variant if cfg.variant else ''} seed {cfg.seed}: "
                   f"{error.strip().splitlines()[-1]}")

@@ -231,3 +231,18 @@ def test_ne_official_grows_the_critic_only_from_its_largest_initial_weights(stor
     assert density_report(agent.actor)["density"] == pytest.approx(0.2, abs=0.01)
     df = train.run(fast_config("ne-official", **{"topology.growth.target_density": 0.25}), store)
     assert df["actor_density"].dropna().nunique() == 1 and df["critic_density"].iloc[-1] > df["critic_density"].iloc[1]
+
+
+def test_topology_trace_shows_each_schedule_without_training():
+    from nelib.topology_trace import topology_trace
+
+    trace = topology_trace("ne", preset="ci", batch=16, **{"topology.interval": 50})
+    assert set(trace["net"]) == {"actor", "critic"}
+    critic = trace[trace["net"] == "critic"]
+    assert critic["update"].tolist() == list(range(50, 1_001, 50))  # 1,000 updates after 1,000 random steps
+    assert critic["density"].is_monotonic_increasing and critic["density"].iloc[-1] == pytest.approx(1.0, abs=0.01)
+    assert (critic["step"] == 1_000 + critic["update"]).all()
+    official = topology_trace("ne-official", preset="ci", batch=16, **{"topology.interval": 50})
+    assert set(official["net"]) == {"critic"}  # the actor stays static
+    with pytest.raises(ValueError, match="no topology updates"):
+        topology_trace("td3", preset="ci")
