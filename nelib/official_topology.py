@@ -28,40 +28,25 @@ import math
 import torch
 from torch import nn
 
-from nelib.dormant import prune_dormant, prune_smallest, unit_layers
+from nelib.dormant import prune_dormant, prune_smallest
 from nelib.growth import grow
 from nelib.metrics import redo_scores
-from nelib.sparse import masked_layers, reset_adam_state
+from nelib.sparse import reset_adam_state
+from nelib.topology import TopologyScheduler
 
 INITIAL_SPACE = 0.8
 """The growth space of a layer is ``INITIAL_SPACE * N - n_0`` (``--initial_stl_sparsity 0.8``)."""
 
 
-class OfficialTopologyScheduler:
-    """Grows, then rewires, one masked network as the official code does; same interface as
-    :class:`nelib.topology.TopologyScheduler`."""
+class OfficialTopologyScheduler(TopologyScheduler):
+    """Grows, then rewires, one masked network as the official code does; the interface (and the gradient
+    capture) of :class:`nelib.topology.TopologyScheduler`."""
 
     def __init__(self, net: nn.Module, optimizer: torch.optim.Optimizer, cfg, total_updates: int,
                  generator: torch.Generator | None = None):
-        self.net, self.optimizer, self.cfg, self.generator = net, optimizer, cfg, generator
-        self.total_updates = total_updates
-        self.layers = masked_layers(net)
+        super().__init__(net, optimizer, cfg, total_updates, generator)
         self.space = {name: INITIAL_SPACE * lay.mask.numel() - int(lay.mask.sum()) for name, lay in self.layers}
-        self.initial_free = {name: int((~lay.mask).sum()) for name, lay in self.layers}
-        self.relu_to_layer = {relu: lname for relu, (lname, _) in unit_layers(net).items()}
         self.rewiring_since: int | None = None  # the update at which the growth phase ended
-        self._grads: dict[str, torch.Tensor] = {}
-
-    def due(self, update: int) -> bool:
-        """Whether update number ``update`` (1-based) ends with a topology update."""
-        return update > 0 and update % self.cfg.interval == 0
-
-    @torch.no_grad()
-    def capture_gradients(self) -> None:
-        """Keep the dense weight gradients of this step (call after ``backward``, before masking)."""
-        if self.cfg.growth.criterion == "gradient":
-            self._grads = {n: lay.weight.grad.detach().clone() for n, lay in self.layers
-                           if lay.weight.grad is not None}
 
     def density(self) -> float:
         return sum(int(lay.mask.sum()) for _, lay in self.layers) / sum(lay.mask.numel() for _, lay in self.layers)
