@@ -19,6 +19,8 @@ METHOD_COLORS: dict[str, str] = {
     "ne-random-growth": "#E69F00",  # orange
     "ne-no-prune": "#CC79A7",  # reddish purple
     "ne-no-review": "#882255",  # wine
+    "ne-official": "#44AA99",  # teal
+    "ne-fast": "#DDCC77",  # sand
     "td3": "#000000",
     "sparse": "#999999",
     "reset": "#0072B2",  # blue

@@ -66,6 +66,8 @@ def trace_plot(trace: pd.DataFrame):
     method, against environment steps."""
     import matplotlib.pyplot as plt
 
+    from nelib.plotting import method_color
+
     nets = [n for n in ("critic", "actor") if n in set(trace["net"])]
     cols = (("density", "density (share of weights present)"), ("grown", "grown per topology update"),
             ("pruned", "pruned per topology update"))
@@ -74,7 +76,7 @@ def trace_plot(trace: pd.DataFrame):
         for j, (col, label) in enumerate(cols):
             ax = axes[i, j]
             for method, g in trace[trace["net"] == net].groupby("method", sort=False):
-                ax.plot(g["step"], g[col], lw=1.2, label=method)
+                ax.plot(g["step"], g[col], lw=1.2, label=method, color=method_color(method))
             ax.set_title(f"{net}: {label}", fontsize=9)
             if col != "density":
                 ax.set_yscale("symlog", linthresh=10)
@@ -83,6 +85,7 @@ def trace_plot(trace: pd.DataFrame):
     axes[0, 0].set_ylim(0, 1.02)
     if len(nets) > 1:
         axes[1, 0].set_ylim(0, 1.02)
-    axes[0, 0].legend(fontsize=8)
+    for ax in axes[:, 0]:
+        ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
