@@ -10,9 +10,9 @@ threshold that falls and then plateaus). ``trigger='dynamic'`` (NE) reads this a
 
 - the signal is the rate smoothed over consecutive windows, ``s_t = EMA_smoothing(r)``;
 - the threshold is ``threshold_ratio`` times the mean of every rate seen so far. While the network still
-  changes fast the mean is high; as the changes die down it falls and flattens, as in Fig. 5. A rate that
-  only jitters around a constant level never drops to half its own mean, so review stays off without a
-  plateau after a faster phase;
+  changes fast the mean is high; as the changes die down it falls and flattens, as in Fig. 5. A smoothed
+  rate that jitters around a constant level seldom drops to half its own mean (a low window can: the
+  `laptop` runs show review acting at 45k-55k steps, while the networks still grow);
 - the strength is ``1 - s_t / threshold`` clipped to [0, 1]: 0 at the threshold, 1 when the rate has gone.
   A batch then takes ``round(strength * batch_fraction * batch)`` samples from the early window.
 
