@@ -352,6 +352,7 @@ class DrQ(SparseAgent):
                 target_v = torch.min(tq1, tq2).float() - self.alpha * log_prob
                 target = target + (rew + not_done * cfg.gamma * target_v) / k  # the mean over the K shifts
         critic_loss = 0.0
+        self._watch("critic", self.updates)
         for o in obs:  # DrQ sums the M = K losses, each a mean over the batch
             with self._autocast():
                 q1, q2 = self.critic(o, act)
@@ -379,6 +380,7 @@ class DrQ(SparseAgent):
         for p in critic_params:  # gradients flow through the critic to the action, not into it
             p.requires_grad_(False)
         try:
+            self._watch("actor", self.actor_updates)
             with self._autocast():
                 mu, std = self.actor(conv_features=features)
                 eps = torch.randn(mu.shape, generator=self.gen, device=self.device)

@@ -22,21 +22,34 @@ Growth never takes a layer past ``target_density``.
 Grown weights start at zero (the paper and the official TD3 path), except in a unit with no live incoming
 connection (all of them pruned): zero weights there would keep its output at its bias, so its gradient,
 and with it every grown weight, would stay zero for good. ``revive_init='lecun'`` draws those weights
-LeCun-uniform and zeroes the unit's bias, so a pruned unit can come back. Gradient growth breaks ties among
-zero-gradient candidates (such a unit's whole row) at random, so once the gradient-carrying candidates are
-used up, growth reaches the pruned units too.
+LeCun-uniform and zeroes the unit's bias, so a pruned unit can come back.
+
+But gradient growth must also *choose* such a unit's connections, and their gradient is zero: the unit's
+ReLU sits at its bias (<= 0) for every input, so no gradient passes it. ``empty_score='straight-through'``
+(NE) scores them by the gradient they would get if that ReLU passed it, ``|sum_b dL/dh_i(b) x_j(b)|`` with
+``h_i`` the unit's ReLU output and ``x_j`` the layer's input (:class:`StraightThrough`, hooked on the
+topology update's own forward and backward pass). That is the unit's outgoing weights' demand for it, on
+the same scale as a live unit's scores, so pruned units re-enter the candidate pool as the paper says, and
+the topology keeps turning over. It covers a ReLU that directly follows its masked layer; elsewhere (a
+LayerNorm in between) empty units keep the plain gradient. Gradient growth breaks ties among zero-gradient
+candidates at random, so once the gradient-carrying candidates are used up, growth reaches every unit.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import torch
+from torch import nn
+
+from nelib.sparse import MASKED_TYPES
 
 SCHEDULES = ("cosine-target", "cosine", "constant")
 CRITERIA = ("gradient", "random")
 REVIVE_INITS = ("lecun", "zero")
+EMPTY_SCORES = ("gradient", "straight-through")
 
 
 @dataclasses.dataclass
@@ -62,6 +75,10 @@ class GrowthConfig:
     revive_init: str = "zero"
     """Weights grown into a unit with no live incoming connection: ``lecun`` (NE: LeCun-uniform, bias
     zeroed, so the unit can fire again) or ``zero`` (it stays silent)."""
+    empty_score: str = "gradient"
+    """Gradient growth's score for the absent connections of a unit with no live incoming weight:
+    ``straight-through`` (NE: the gradient they would get through the unit's ReLU, see the module) or
+    ``gradient`` (their |dL/dw|, always 0: such a unit is reached only by the random tie-break)."""
 
     def __post_init__(self):
         if self.criterion not in CRITERIA:
@@ -70,6 +87,8 @@ class GrowthConfig:
             raise ValueError(f"growth.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.revive_init not in REVIVE_INITS:
             raise ValueError(f"growth.revive_init must be one of {REVIVE_INITS}, got {self.revive_init!r}")
+        if self.empty_score not in EMPTY_SCORES:
+            raise ValueError(f"growth.empty_score must be one of {EMPTY_SCORES}, got {self.empty_score!r}")
         if not 0.0 <= self.rate <= 1.0:
             raise ValueError(f"growth.rate must be in [0, 1], got {self.rate}")
         if not 0.0 < self.target_density <= 1.0:
@@ -195,3 +214,63 @@ def grow(
 def revived_units(before: torch.Tensor, grown: torch.Tensor) -> torch.Tensor:
     """The units (rows) that had no live incoming connection in ``before`` and gained one in ``grown``."""
     return ~before.flatten(1).any(1) & grown.flatten(1).any(1)
+
+
+def relus_after_layers(net: nn.Module) -> list[tuple[nn.Module, str, nn.Module]]:
+    """``(relu, layer name, layer)`` for every ``nn.ReLU`` of ``net`` that directly follows a masked layer
+    in module order (so its input is that layer's output, unit by unit)."""
+    pairs, prev = [], None
+    for name, module in net.named_modules():
+        if isinstance(module, nn.ReLU) and prev is not None and isinstance(prev[1], MASKED_TYPES):
+            pairs.append((module, *prev))
+        prev = (name, module)
+    return pairs
+
+
+class StraightThrough:
+    """Straight-through growth scores for the empty units of one network (see the module).
+
+    :meth:`arm` before the forward pass whose backward gives the growth gradient; after the backward,
+    :meth:`collect` returns, per layer with empty units, those units and the scores of their incoming
+    connections (``[n_empty, *weight.shape[1:]]``), and unhooks. Nothing here changes a gradient.
+    """
+
+    def __init__(self, net: nn.Module):
+        self.pairs = relus_after_layers(net)
+        self._handles: list = []
+        self._inputs: dict[str, torch.Tensor] = {}
+        self._scores: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def arm(self) -> None:
+        self.collect()  # drop anything left from an update that never reached collect
+        for relu, name, layer in self.pairs:
+            empty = ~layer.mask.flatten(1).any(1)
+            if bool(empty.any()):
+                self._handles.append(layer.register_forward_hook(functools.partial(self._keep_input, name)))
+                self._handles.append(relu.register_forward_hook(functools.partial(self._watch, name, layer, empty)))
+
+    def _keep_input(self, name, _module, inputs, _output) -> None:
+        self._inputs[name] = inputs[0].detach()
+
+    def _watch(self, name, layer, empty, _module, _inputs, output) -> None:
+        x = self._inputs.pop(name, None)
+        if x is not None and output.requires_grad:  # passes without gradient (targets) do not count
+            output.register_hook(functools.partial(self._accumulate, name, layer, empty, x))
+
+    @torch.no_grad()
+    def _accumulate(self, name, layer, empty, x, g) -> None:
+        if isinstance(layer, nn.Conv2d):
+            full = torch.nn.grad.conv2d_weight(x.float(), layer.weight.shape, g.float(), layer.stride,
+                                               layer.padding, layer.dilation, layer.groups)
+            part = full[empty]
+        else:  # dL/dW_ij with the ReLU's derivative taken as 1: sum_b g_i(b) x_j(b)
+            part = g.reshape(-1, g.shape[-1])[:, empty].float().T @ x.reshape(-1, x.shape[-1]).float()
+        if name in self._scores:
+            part = part + self._scores[name][1]
+        self._scores[name] = (empty, part)
+
+    def collect(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        for h in self._handles:
+            h.remove()
+        scores, self._handles, self._inputs, self._scores = self._scores, [], {}, {}
+        return scores

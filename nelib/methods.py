@@ -6,10 +6,13 @@ from __future__ import annotations
 # growth (a pruned unit never fires again), a fixed review threshold on the windowed fluctuation rate (see
 # nelib.review: 50 measurements = 5k updates). Kept as `ne-fast` for comparison.
 NE_FAST = {"sparsity.density": 0.2, "expansion": True, "review.window": 50}
-# NE as the paper describes it: density follows the cosine to full size at the run's last update, pruned
-# units can come back, review against a dynamic threshold with graded strength, on policy-collected data.
-NE = {**NE_FAST, "topology.growth.schedule": "cosine-target", "topology.growth.revive_init": "lecun",
-      "review.trigger": "dynamic", "review.skip_warmup": True}
+# NE as the paper describes it. First version (its stored runs are stale): density follows the cosine to full
+# size at the run's last update, pruning every update, LeCun revival of emptied units, review against a dynamic
+# threshold with graded strength, on policy-collected data.
+NE_CONTINUOUS = {**NE_FAST, "topology.growth.schedule": "cosine-target", "topology.growth.revive_init": "lecun",
+                 "review.trigger": "dynamic", "review.skip_warmup": True}
+# NE now: growth also scores an emptied unit's connections (straight-through), so pruned units do come back.
+NE = {**NE_CONTINUOUS, "topology.growth.empty_score": "straight-through"}
 # The official code as its README's TD3 command runs it (nelib.official_topology): the 256-256-256 critic with
 # LayerNorm grows from 20% (largest-|w| initial weights) by a constant count to 75% density, pruning by |w|,
 # then rewires RigL-style with the cosine drop fraction over T_end = 6e6 - 25e3 updates; the actor keeps its
@@ -22,20 +25,28 @@ NE_OFFICIAL = {"sparsity.density": 0.2, "sparsity.keep": "magnitude", "expansion
 # Review off: its window and warm-up settings are moot, so they keep their defaults (out of the hash).
 NO_REVIEW = {"review.trigger": "never", "review.window": 0, "review.skip_warmup": False}
 
+
+def _ne_family(ne: dict[str, object]) -> dict[str, dict[str, object]]:
+    """NE and its ablation arms, built on one definition of NE."""
+    return {
+        "ne": {**ne},
+        "ne-random-growth": {**ne, "topology.growth.criterion": "random"},
+        "ne-no-prune": {**ne, "topology.prune": False},
+        "ne-no-review": {**ne, **NO_REVIEW},
+        # Growth alone, at random, no pruning or review: the "naive growth" of the paper's motivation (Fig 3).
+        "naive-growth": {**ne, "topology.growth.criterion": "random", "topology.prune": False, **NO_REVIEW},
+    }
+
+
 METHODS: dict[str, dict[str, object]] = {
     "td3": {},
     # Dense DrQ, the pixel (DeepMind Control) baseline; every other method works with both algorithms
     # unless ALGO_ONLY says otherwise.
     "drq": {},
     "sparse": {"sparsity.density": 0.2},
-    "ne": {**NE},
+    **_ne_family(NE),
     "ne-fast": {**NE_FAST},
     "ne-official": {**NE_OFFICIAL},
-    "ne-random-growth": {**NE, "topology.growth.criterion": "random"},
-    "ne-no-prune": {**NE, "topology.prune": False},
-    "ne-no-review": {**NE, **NO_REVIEW},
-    # Growth alone, at random, no pruning or review: the "naive growth" of the paper's motivation (Fig 3).
-    "naive-growth": {**NE, "topology.growth.criterion": "random", "topology.prune": False, **NO_REVIEW},
     # The paper's baselines for TD3 (dense networks).
     "reset": {"reset.enabled": True},
     "redo": {"redo.enabled": True},
@@ -44,16 +55,11 @@ METHODS: dict[str, dict[str, object]] = {
 }
 """Method name -> dotted config overrides (see :class:`nelib.config.TrainConfig`)."""
 
-SUPERSEDED: dict[str, dict[str, object]] = {
-    "ne": {**NE_FAST},
-    "ne-random-growth": {**NE_FAST, "topology.growth.criterion": "random"},
-    "ne-no-prune": {**NE_FAST, "topology.prune": False},
-    "ne-no-review": {**NE_FAST, "review.trigger": "never", "review.window": 0},
-    "naive-growth": {**NE_FAST, "topology.growth.criterion": "random", "topology.prune": False,
-                     "review.trigger": "never", "review.window": 0},
+SUPERSEDED: dict[str, list[dict[str, object]]] = {
+    name: [fast, _ne_family(NE_CONTINUOUS)[name]] for name, fast in _ne_family(NE_FAST).items()
 }
-"""Methods whose definition changed after runs were stored -> the overrides they had then. A stored run that
-matches the earlier definition is *stale*: it is reported, never shown as the method's result, and not
+"""Methods whose definition changed after runs were stored -> the overrides they had before, oldest first. A
+stored run that matches an earlier definition is *stale*: it is reported, never shown as the method's result, and not
 re-trained unless asked (``--overwrite``); see :func:`nelib.store.is_stale_record`."""
 
 

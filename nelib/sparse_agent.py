@@ -105,6 +105,20 @@ class SparseAgent:
         self.interventions: list = []
 
     # -- learning -----------------------------------------------------------------------------------
+    def _watch(self, key: str, update: int) -> None:
+        """Call before the forward pass of the ``key`` network's loss at ``update``: lets its topology
+        scheduler hook the pass when it has a topology update due there (straight-through growth scores)."""
+        sched = self.topology.get(key)
+        if sched is not None:
+            sched.watch(update)
+
+    def topology_due(self, update: int, actor_update_every: int) -> bool:
+        """Whether update ``update`` (1-based, counting critic updates) ends with a topology update of
+        either network."""
+        critic, actor = self.topology.get("critic"), self.topology.get("actor")
+        return ((critic is not None and critic.due(update))
+                or (actor is not None and update % actor_update_every == 0 and actor.due(self.actor_updates + 1)))
+
     def _optimizer_step(self, key: str, update: int, batch: tuple[torch.Tensor, ...]) -> None:
         """Step the ``key`` network's optimizer (after ``backward``) with masked gradients, and run NE's
         topology update when one is due at ``update``: ``batch`` gives the activations for dormant pruning,

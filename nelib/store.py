@@ -202,19 +202,23 @@ def index_markdown(store: ResultStore) -> str:
 
 
 def is_stale_record(rec: dict) -> bool:
-    """Whether a stored record was trained by an earlier definition of its method: every field the
-    method's definition changed (:data:`nelib.methods.SUPERSEDED`) holds its earlier value. Such a run is
-    reported, never shown as the method's result, and not re-trained unless asked (``--overwrite``)."""
+    """Whether a stored record was trained by an earlier definition of its method (one of those
+    :data:`nelib.methods.SUPERSEDED` lists): every field the method changed since then holds its value there.
+    Such a run is reported, never shown as the method's result, and not re-trained unless asked
+    (``--overwrite``)."""
     stored = rec.get("config", {})
-    old = SUPERSEDED.get(stored.get("method"))
-    if old is None:
+    earlier = SUPERSEDED.get(stored.get("method"), [])
+    if not earlier:
         return False
     defaults = _flat(TrainConfig().to_dict())
     new = METHODS[stored["method"]]
-    was = {k: old.get(k, defaults[k]) for k in {*new, *old}}
-    changed = [k for k in was if was[k] != new.get(k, defaults[k])]
     flat = {**defaults, **_flat(stored)}
-    return bool(changed) and all(flat[k] == was[k] for k in changed)
+    for old in earlier:
+        was = {k: old.get(k, defaults[k]) for k in {*new, *old}}
+        changed = [k for k in was if was[k] != new.get(k, defaults[k])]
+        if changed and all(flat[k] == was[k] for k in changed):
+            return True
+    return False
 
 
 def summary_markdown(store: ResultStore) -> str:

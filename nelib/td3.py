@@ -132,6 +132,7 @@ class TD3(SparseAgent):
             next_act = (self.actor_target(next_obs) + noise).clamp(-self.max_action, self.max_action)
             tq1, tq2 = self.critic_target(next_obs, next_act)
             target = rew + not_done * cfg.gamma * torch.min(tq1, tq2)
+        self._watch("critic", self.updates)
         q1, q2 = self.critic(obs, act)
         critic_loss = F.mse_loss(q1, target) + F.mse_loss(q2, target)
         self.critic_opt.zero_grad(set_to_none=True)
@@ -141,6 +142,7 @@ class TD3(SparseAgent):
 
         if self.updates % cfg.policy_delay == 0:
             self.actor_updates += 1
+            self._watch("actor", self.actor_updates)
             actor_loss = -self.critic.q1_value(obs, self.actor(obs)).mean()
             self.actor_opt.zero_grad(set_to_none=True)
             actor_loss.backward()

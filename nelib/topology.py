@@ -2,7 +2,8 @@
 
 Usage inside a training step (the gradient must be the *dense* one, so capture it before masking)::
 
-    loss.backward()
+    sched.watch(update)                           # before the forward pass (straight-through scores)
+    loss = ...; loss.backward()
     if sched.due(update):
         sched.capture_gradients()
     mask_gradients(net); optimizer.step(); apply_masks(net)
@@ -22,7 +23,7 @@ import torch
 from torch import nn
 
 from nelib.dormant import PruneConfig, prune_dormant, prune_smallest, unit_layers
-from nelib.growth import GrowthConfig, end_of_growth, grow, growth_count, revived_units
+from nelib.growth import GrowthConfig, StraightThrough, end_of_growth, grow, growth_count, revived_units
 from nelib.metrics import redo_scores
 from nelib.sparse import masked_layers, reset_adam_state
 
@@ -76,17 +77,31 @@ class TopologyScheduler:
         self.initial_free = {name: int((~layer.mask).sum()) for name, layer in self.layers}
         self.relu_to_layer = {relu: lname for relu, (lname, _) in unit_layers(net).items()}
         self._grads: dict[str, torch.Tensor] = {}
+        self._through = StraightThrough(net)
 
     def due(self, update: int) -> bool:
         """Whether update number ``update`` (1-based) ends with a topology update."""
         return update > 0 and update % self.cfg.interval == 0
 
+    def watch(self, update: int) -> None:
+        """Call before the forward pass of update ``update``: when a topology update is due there and
+        empty units are scored straight-through, hook the network so that the coming backward pass
+        records their scores (:meth:`capture_gradients` unhooks)."""
+        g = self.cfg.growth
+        if self.due(update) and g.criterion == "gradient" and g.empty_score == "straight-through":
+            self._through.arm()
+
     @torch.no_grad()
     def capture_gradients(self) -> None:
-        """Keep the dense weight gradients of this step (call after ``backward``, before masking)."""
+        """Keep the dense weight gradients of this step (call after ``backward``, before masking), with
+        the straight-through scores of empty units in their rows when :meth:`watch` armed them."""
+        through = self._through.collect()
         if self.cfg.growth.criterion == "gradient":
             self._grads = {n: lay.weight.grad.detach().clone() for n, lay in self.layers
                            if lay.weight.grad is not None}
+            for name, (empty, score) in through.items():
+                if name in self._grads:
+                    self._grads[name][empty] = score.to(self._grads[name].dtype)
 
     @torch.no_grad()
     def step(self, update: int, activations: dict[str, torch.Tensor] | None = None) -> dict[str, float]:

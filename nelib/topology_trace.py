@@ -45,6 +45,7 @@ def topology_trace(method: str, task: str = "HalfCheetah-v5", preset: str = "lap
         net, opt = getattr(agent, key), getattr(agent, f"{key}_opt")
         for update in range(sched.cfg.interval, sched.total_updates + 1, sched.cfg.interval):
             inputs = _inputs(key, obs_dim, act_dim, batch, gen)
+            sched.watch(update)
             out = net(*inputs)
             loss = sum(o.pow(2).mean() for o in out) if isinstance(out, tuple) else out.pow(2).mean()
             opt.zero_grad(set_to_none=True)

@@ -227,15 +227,12 @@ class VectorTD3:
     def _optimizer_step(self, key: str, leaves: Params, updates: list[int], batches: list[tuple]) -> None:
         """Every agent's masked optimizer step of its ``key`` network (gradients scattered already).
 
-        When an agent has a topology update due, each agent runs its own ``_optimizer_step`` (capture of
-        the dense gradients, masking, Adam, growth and pruning). Otherwise that step is only masking and
-        Adam: each agent masks its gradients (in place, in the stacked gradients), then one Adam update
-        runs on the stacks.
+        Topology updates never reach here (:meth:`train` runs those updates agent by agent), so the step is
+        masking and Adam: each agent masks its gradients (in place, in the stacked gradients), then one Adam
+        update runs on the stacks (or, where their Adam states cannot be stacked, each agent steps its own).
         """
-        due = any(a.topology.get(key) is not None and a.topology[key].due(u) for a, u in zip(self.agents, updates,
-                                                                                             strict=True))
         st = self.adam[key]
-        if due or st is None:
+        if st is None:
             for a, u, b in zip(self.agents, updates, batches, strict=True):
                 a._optimizer_step(key, u, b)
             return
@@ -275,6 +272,12 @@ class VectorTD3:
         agents, K = self.agents, len(self.agents)
         a0 = agents[0]
         cfg, max_action = a0.cfg, a0.max_action
+        if any(a.topology_due(a.updates + 1, cfg.policy_delay) for a in agents):
+            # A topology update hooks the agent's own modules (straight-through growth scores), so this
+            # update, one in `interval`, runs agent by agent: the same computation, unbatched.
+            outs = [a.train(b) for a, b in zip(agents, buffers, strict=True)]
+            self._restack_if_changed()
+            return outs
         for a in agents:
             a.updates += 1
         batches = [buf.sample(cfg.batch_size, a.review) for a, buf in zip(agents, buffers, strict=True)]

@@ -143,6 +143,73 @@ def test_a_unit_silenced_by_pruning_fires_again_after_its_regrowth():
             assert torch.all(layer.weight[1] == 0) and layer.bias[1] == -5.0
 
 
+def emptied_net():
+    """3 -> 4 -> 1 with hidden unit 1 emptied (every incoming connection pruned, bias negative)."""
+    torch.manual_seed(0)
+    net = nn.Sequential(MaskedLinear(3, 4), nn.ReLU(), MaskedLinear(4, 1))
+    with torch.no_grad():
+        net[0].mask[1] = False
+        net[0].weight.mul_(net[0].mask)
+        net[0].bias.copy_(torch.tensor([1.0, -1.0, 1.0, 1.0]))  # live units fire on non-negative inputs
+        net[2].weight.copy_(torch.tensor([[0.1, 1.0, 0.1, 0.1]]))  # the emptied unit's outgoing weight is live
+    return net
+
+
+@pytest.mark.parametrize("empty_score", ["straight-through", "gradient"])
+def test_straight_through_scores_an_emptied_units_connections_and_changes_no_gradient(empty_score):
+    net = emptied_net()
+    x, y = torch.rand(8, 3), torch.randn(8, 1)
+    cfg = TopologyConfig(interval=1, growth=GrowthConfig(schedule="constant", empty_score=empty_score))
+    sched = TopologyScheduler(net, torch.optim.Adam(net.parameters()), cfg, total_updates=10)
+    # Reference: the gradient of the loss with respect to the hidden ReLU's output, by hand.
+    h = torch.relu(net[0](x)).detach().requires_grad_(True)
+    (net[2](h) - y).pow(2).mean().backward()
+    expected = h.grad[:, 1] @ x  # dL/dW_1j were the ReLU the identity: sum_b dL/dh_1(b) x_j(b)
+    sched.watch(1)
+    (net(x) - y).pow(2).mean().backward()
+    plain = net[0].weight.grad.clone()
+    sched.capture_gradients()
+    assert torch.all(plain[1] == 0)  # the silent unit passes no gradient to its (absent) inputs
+    captured = sched._grads["0"]
+    assert torch.equal(captured[[0, 2, 3]], plain[[0, 2, 3]])  # live units keep their gradient
+    if empty_score == "straight-through":
+        torch.testing.assert_close(captured[1], expected)
+        assert bool((captured[1].abs() > 0).all())
+    else:
+        assert torch.all(captured[1] == 0)
+    assert not sched._through._handles  # unhooked
+    net.zero_grad()
+    (net(x) - y).pow(2).mean().backward()
+    assert torch.equal(net[0].weight.grad, plain)  # watching changed no gradient
+
+
+def test_gradient_growth_revives_an_emptied_unit_through_its_straight_through_scores():
+    x, y = torch.rand(32, 3), torch.randn(32, 1)
+    for empty_score, revived in (("straight-through", True), ("gradient", False)):
+        net = emptied_net()
+        cfg = TopologyConfig(interval=1, prune=False,
+                             growth=GrowthConfig(schedule="constant", rate=0.6, empty_score=empty_score,
+                                                 revive_init="lecun"))
+        # layer 0 lacks 5 connections: unit 1's 3 and two of live units, whose gradients are not zero
+        with torch.no_grad():
+            net[0].mask[0, 0] = net[0].mask[2, 1] = False
+            net[0].weight.mul_(net[0].mask)
+        sched = TopologyScheduler(net, torch.optim.Adam(net.parameters()), cfg, total_updates=10,
+                                  generator=torch.Generator().manual_seed(0))
+        sched.watch(1)
+        (net(x) - y).pow(2).mean().backward()
+        sched.capture_gradients()
+        before = net[0].mask.clone()
+        sched.step(1)
+        grown = net[0].mask & ~before
+        assert int(grown.sum()) == 3  # 0.6 of 5
+        # Unit 1's outgoing weight is 10x the others': straight-through, its connections score highest;
+        # by the plain gradient (0) growth takes the two live candidates, then one of unit 1's by tie-break.
+        assert int(grown[1].sum()) == (3 if revived else 1)
+        if revived:  # LeCun-initialised, bias zeroed: the unit fires again
+            assert bool((torch.relu(net[0](x))[:, 1] > 0).any())
+
+
 def test_prune_dormant_exact_cap_whole_units_first():
     mask = torch.ones(4, 5, dtype=torch.bool)
     layer = layer_with_mask(mask)
