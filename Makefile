@@ -7,7 +7,7 @@ SHELL := bash
 .DEFAULT_GOAL := help
 
 # Variables to set on the command line: the interpreter that creates .venv (3.11 or newer), the experiment
-# scale (ci | laptop | long | paper, defined in nelib/presets.py), TRAIN=1 to train the runs a notebook
+# scale (ci | laptop | long | paper, defined in nelib/runner/presets.py), TRAIN=1 to train the runs a notebook
 # needs that are not stored (by default figures are drawn from the stored runs only, and a notebook with
 # none is skipped with a message), and FRESH=1 (with TRAIN=1) to re-train stored runs too.
 PYTHON ?= python3
@@ -40,11 +40,11 @@ $(STAMP): requirements.txt pyproject.toml
 	@touch $@
 
 setup: $(STAMP)
-	@$(PY) -m nelib.system
+	@$(PY) -m scripts.system
 
-# Unknown presets stop here with one line, before anything runs. The names live in nelib/presets.py only.
+# Unknown presets stop here with one line, before anything runs. The names live in nelib/runner/presets.py only.
 preset: setup
-	$(eval PRESET_ERROR := $(shell $(PY) -m nelib.presets '$(PRESET)' 2>&1 >/dev/null))
+	$(eval PRESET_ERROR := $(shell $(PY) -m nelib.runner.presets '$(PRESET)' 2>&1 >/dev/null))
 	$(if $(PRESET_ERROR),$(error $(PRESET_ERROR)))
 
 test: setup
@@ -68,15 +68,15 @@ lint: setup
 	$(PY) -m ruff check .
 
 bench: setup
-	$(PY) -m nelib.bench
+	$(PY) -m benchmarks.bench
 
 # DrQ on pixels: agent steps/s on dmc:cheetah-run with rendering, replay bytes, reference-style yardstick.
 bench-pixels: setup
-	$(PY) -m nelib.bench_pixels
+	$(PY) -m benchmarks.bench_pixels
 
-# Seeds trained together in one process (nelib.vectorized) vs the process pool: aggregate steps/s for K = 1..32.
+# Seeds trained together in one process (nelib.runner.vectorized) vs the process pool: aggregate steps/s for K = 1..32.
 bench-vectorized: setup
-	$(PY) -m nelib.bench_vectorized
+	$(PY) -m benchmarks.bench_vectorized
 
 # Build outputs only: .venv, figures/ and data/ (cached results, expensive to recompute) stay.
 clean:

@@ -13,11 +13,11 @@ __version__ = "0.1.0"
 def __getattr__(name):
     # Lazy: `import nelib` stays light (no torch/gymnasium) for the presets check and MUJOCO_GL set-up.
     if name == "run":
-        from nelib.train import run
+        from nelib.runner.train import run
 
         return run
     if name == "make_config":
-        from nelib.config import make_config
+        from nelib.runner.config import make_config
 
         return make_config
     raise AttributeError(f"module 'nelib' has no attribute {name!r}")

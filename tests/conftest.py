@@ -7,8 +7,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from nelib import dmc
-from nelib.store import ResultStore
+from nelib.envs import dmc
+from nelib.runner.store import ResultStore
 
 FAKE = "NelibFake-v0"  # truncated by the time limit every 50 steps
 FAKE_TERMINAL = "NelibFakeTerminal-v0"  # terminates after 3 steps
@@ -47,7 +47,7 @@ FAKE_PIXELS = "dmc:fake-pixels"  # truncated every 20 agent steps, like a DMC ti
 
 
 class FakePixelEnv:
-    """:class:`nelib.dmc.DMCEnv`'s API without rendering: random uint8 frames (a bright square at a random
+    """:class:`nelib.envs.dmc.DMCEnv`'s API without rendering: random uint8 frames (a bright square at a random
     place), reward ``-(a_0 - x)^2`` with ``x`` the square's column in [-1, 1], 2-d actions."""
 
     def __init__(self, action_repeat=0, frame_stack=3, image_size=84, episode_steps=20):
@@ -105,7 +105,7 @@ def run_interrupted(cfg, store, monkeypatch, at_eval: int) -> dict:
     Ctrl-C would; return the checkpoint it left behind."""
     import torch
 
-    import nelib.train as train
+    import nelib.runner.train as train
 
     calls = {"n": 0}
     real_evaluate = train.evaluate

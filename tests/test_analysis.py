@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nelib import analysis
+from nelib.report import analysis
 
 
 def rows():

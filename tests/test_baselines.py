@@ -9,15 +9,21 @@ import torch
 from conftest import FAKE, run_interrupted
 from torch import nn
 
-import nelib.redo as redo
-import nelib.train as train
-from nelib.config import make_config
-from nelib.injection import InjectedHead, InjectionConfig, InjectionIntervention, inject, use_trainable_parameters
+import nelib.baselines.redo as redo
+import nelib.runner.train as train
+from nelib.agents.networks import Actor, TwinCritic, mlp
+from nelib.baselines.injection import (
+    InjectedHead,
+    InjectionConfig,
+    InjectionIntervention,
+    inject,
+    use_trainable_parameters,
+)
+from nelib.baselines.redo import RedoConfig, RedoIntervention, recycle_dormant, unit_connections
+from nelib.baselines.reset import ResetConfig, ResetIntervention, reset_layer_names, reset_modules
 from nelib.metrics import capture_activations, dormant_units, plasticity_report, redo_scores
-from nelib.networks import Actor, TwinCritic, mlp
-from nelib.redo import RedoConfig, RedoIntervention, recycle_dormant, unit_connections
-from nelib.reset import ResetConfig, ResetIntervention, reset_layer_names, reset_modules
-from nelib.sparse import MaskedConv2d, MaskedLinear
+from nelib.runner.config import make_config
+from nelib.sparse.masks import MaskedConv2d, MaskedLinear
 
 
 def as_tuple(out):
@@ -286,7 +292,7 @@ TIMING = ["steps_per_s"]
     ("plasticity-injection", {"injection.update": 100}, lambda s: s["injected"]),
 ])
 def test_resume_with_intervention_equals_uninterrupted_run(method, overrides, fired, tmp_path, monkeypatch):
-    from nelib.store import ResultStore
+    from nelib.runner.store import ResultStore
 
     cfg = make_config(FAKE, method, 0, "ci", **FAST, **overrides)
     full = train.run(cfg, ResultStore(tmp_path / "full"))

@@ -9,12 +9,12 @@ import pytest
 import torch
 from conftest import FAKE_PIXELS
 
-import nelib.train as train
-from nelib.config import make_config
-from nelib.dmc import DMCEnv, default_action_repeat, parse_task
-from nelib.experiments import EXPERIMENTS, experiment_configs
-from nelib.methods import SUPERSEDED
-from nelib.store import ResultStore, StaleResult
+import nelib.runner.train as train
+from nelib.envs.dmc import DMCEnv, default_action_repeat, parse_task
+from nelib.runner.config import make_config
+from nelib.runner.experiments import EXPERIMENTS, experiment_configs
+from nelib.runner.methods import SUPERSEDED
+from nelib.runner.store import ResultStore, StaleResult
 
 # Tiny images and networks: the runner, not the networks' size, is under test here.
 PIXELS = dict(steps=60, start_steps=20, eval_every=30, eval_episodes=1, checkpoint_every=0, progress=False,
@@ -45,8 +45,8 @@ def test_cli_runs_each_dmc_method_on_the_fake_pixel_env(method, tmp_path, capsys
 
 
 def test_reset_keeps_the_encoder_and_redo_recycles_conv_channels(monkeypatch):
-    from nelib.redo import RedoIntervention
-    from nelib.reset import ResetIntervention
+    from nelib.baselines.redo import RedoIntervention
+    from nelib.baselines.reset import ResetIntervention
 
     agent = train.build_agent(pixel_config("reset"), (9, 36, 36), 2, 1.0, "cpu")
     reset = next(iv for iv in agent.interventions if isinstance(iv, ResetIntervention))

@@ -8,14 +8,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nelib.bench_pixels import grid_sample_shift
-from nelib.drq import DrQ, DrQConfig, Encoder, conv_output_size, random_shift, squashed_sample
-from nelib.growth import grow
+from benchmarks.bench_pixels import grid_sample_shift
+from nelib.agents.drq import DrQ, DrQConfig, Encoder, conv_output_size, random_shift, squashed_sample
+from nelib.agents.pixel_replay import PixelReplayBuffer
+from nelib.agents.td3 import SparsityConfig
 from nelib.metrics import capture_activations, plasticity_report, redo_scores
-from nelib.pixel_replay import PixelReplayBuffer
-from nelib.sparse import MaskedConv2d, erk_densities, masked_layers
-from nelib.td3 import SparsityConfig
-from nelib.topology import TopologyConfig
+from nelib.sparse.growth import grow
+from nelib.sparse.masks import MaskedConv2d, erk_densities, masked_layers
+from nelib.sparse.topology import TopologyConfig
 
 SMALL = DrQConfig(hidden_dim=32, batch_size=8, image_size=36)
 
@@ -130,7 +130,7 @@ def test_pixel_buffer_memory_per_transition_and_checkpoint_round_trip():
 
 
 def test_pixel_buffer_review_draws_from_the_oldest_transitions():
-    from nelib.review import ExperienceReview, ReviewConfig
+    from nelib.sparse.review import ExperienceReview, ReviewConfig
 
     buf = PixelReplayBuffer((3, 5, 5), 3, act_dim=1, capacity=50, seed=0)
     for i, (obs, nxt, _) in enumerate(episodes(np.random.default_rng(3), [40])):
@@ -303,7 +303,7 @@ def test_fast_update_computes_the_reference_update():
     padded bilinear grid_sample, out-of-place ReLUs, separate conv passes, torch's tanh-transformed Normal,
     ``tau * p + (1 - tau) * p_target``), fed by a buffer of stacked obs and next_obs, draw the same batches,
     shifts and noise and end with the same networks."""
-    from nelib.bench_pixels import reference_update
+    from benchmarks.bench_pixels import reference_update
 
     cfg = DrQConfig(hidden_dim=32, batch_size=8, image_size=36)
     fast = DrQ((9, 36, 36), 2, cfg, seed=0)
@@ -367,7 +367,7 @@ def test_ab_mode_trains_one_arm_with_each_update(monkeypatch):
     """``bench_pixels --ab``: a nelib arm and a reference-style arm (whose updates are all reference_update)."""
     from conftest import FAKE_PIXELS
 
-    import nelib.bench_pixels as bench
+    import benchmarks.bench_pixels as bench
 
     calls = {"n": 0}
     real = bench.reference_update

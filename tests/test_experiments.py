@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from conftest import FAKE
 
-from nelib.config import make_config
-from nelib.cyclic import CyclicEnv, parse_cycle
 from nelib.envs import check_task
-from nelib.experiments import EXPERIMENTS, default_workers, experiment_configs, run_configs, run_experiment
-from nelib.methods import METHODS
+from nelib.envs.cyclic import CyclicEnv, parse_cycle
+from nelib.runner.config import make_config
+from nelib.runner.experiments import EXPERIMENTS, default_workers, experiment_configs, run_configs, run_experiment
+from nelib.runner.methods import METHODS
 
 TINY = dict(steps=200, start_steps=100, eval_every=100, eval_episodes=1, checkpoint_every=0, progress=False)
 
@@ -27,7 +27,7 @@ def test_experiment_grids_use_known_methods_and_distinct_store_keys():
 
 
 def test_in_process_sweep_skips_stored_runs_and_reports_failures(store, monkeypatch):
-    import nelib.experiments as experiments
+    import nelib.runner.experiments as experiments
 
     good = [make_config(FAKE, m, 0, "ci", **TINY) for m in ("td3", "ne")]
     bad = make_config(FAKE, "sparse", 0, "ci", **TINY)
@@ -48,7 +48,7 @@ def test_in_process_sweep_skips_stored_runs_and_reports_failures(store, monkeypa
 
 
 def test_process_pool_gives_the_same_results_as_in_process(store, tmp_path):
-    from nelib.store import ResultStore
+    from nelib.runner.store import ResultStore
 
     configs = [make_config("Hopper-v5", "ne", s, "ci", **TINY, threads=1) for s in (0, 1)]
     assert run_configs(configs, store, workers=2, progress=False) == []
@@ -66,12 +66,12 @@ def test_run_experiment_returns_labelled_rows(store):
 
 
 def test_run_experiment_without_training_returns_only_stored_runs(store, tmp_path, monkeypatch):
-    import nelib.experiments as experiments
-    from nelib.store import ResultStore
+    import nelib.runner.experiments as experiments
+    from nelib.runner.store import ResultStore
 
     kw = dict(tasks=[FAKE], **{k: v for k, v in TINY.items() if k != "progress"})
     empty = ResultStore(tmp_path / "empty")
-    with pytest.raises(experiments.NoStoredRuns, match="python -m nelib.sweep --experiment experience-review"):
+    with pytest.raises(experiments.NoStoredRuns, match="python -m nelib.runner.sweep --experiment experience-review"):
         run_experiment("experience-review", "ci", store=empty, train=False, **kw)
     ne = [c for c in experiment_configs("experience-review", "ci", **kw) if c.method == "ne"]
     assert run_configs(ne, store, workers=1, progress=False) == []
@@ -102,7 +102,7 @@ def test_cyclic_env_pads_switches_at_episode_end_and_is_checkable():
 
 
 def test_sweep_selects_arms_and_rejects_unknown_ones():
-    from nelib.sweep import select_arms
+    from nelib.runner.sweep import select_arms
 
     configs = experiment_configs("dormant-pruning", "ci")
     picked = select_arms(configs, ["ne-no-prune", "ne@omega0.1"])
@@ -113,7 +113,7 @@ def test_sweep_selects_arms_and_rejects_unknown_ones():
 
 
 def presets_ci_tasks_and_seeds():
-    from nelib import presets
+    from nelib.runner import presets
 
     p = presets.get("ci")
     return [(t, s) for t in p.tasks for s in p.seeds]

@@ -16,7 +16,7 @@ from nelib.metrics import (
     stable_rank,
     weight_magnitude,
 )
-from nelib.sparse import MaskedLinear
+from nelib.sparse.masks import MaskedLinear
 
 
 def test_redo_scores_hand_computed():

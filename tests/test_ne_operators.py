@@ -7,8 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from nelib.dormant import PruneConfig, prune_dormant, unit_layers
-from nelib.growth import (
+from nelib.agents.replay import ReplayBuffer
+from nelib.metrics import capture_activations
+from nelib.sparse.dormant import PruneConfig, prune_dormant, unit_layers
+from nelib.sparse.growth import (
     GrowthConfig,
     cosine_progress,
     end_of_growth,
@@ -18,11 +20,9 @@ from nelib.growth import (
     revived_units,
     target_count,
 )
-from nelib.metrics import capture_activations
-from nelib.replay import ReplayBuffer
-from nelib.review import ExperienceReview, ReviewConfig, early_indices
-from nelib.sparse import MaskedLinear, mask_gradients, masked_layers
-from nelib.topology import TopologyConfig, TopologyScheduler
+from nelib.sparse.masks import MaskedLinear, mask_gradients, masked_layers
+from nelib.sparse.review import ExperienceReview, ReviewConfig, early_indices
+from nelib.sparse.topology import TopologyConfig, TopologyScheduler
 
 
 def layer_with_mask(mask):
@@ -446,7 +446,7 @@ def official_net(present: int):
 
 
 def test_official_schedule_grows_334_prunes_133_then_rewires_at_constant_density():
-    from nelib.official_topology import OfficialTopologyScheduler
+    from nelib.sparse.official import OfficialTopologyScheduler
 
     net = official_net(10_603)  # a hidden 256x256 layer of the official critic at ERK density 0.162
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)

@@ -11,7 +11,9 @@ import matplotlib
 import matplotlib.pyplot as plt
 import pytest
 
-from nelib import plotting, presets, system
+from nelib.report import plotting
+from nelib.runner import presets
+from scripts import system
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -19,9 +21,9 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
 def test_presets_cli_accepts_known_and_rejects_unknown_with_one_line():
     for name in presets.PRESETS:
-        ok = subprocess.run([sys.executable, "-m", "nelib.presets", name], capture_output=True, text=True)
+        ok = subprocess.run([sys.executable, "-m", "nelib.runner.presets", name], capture_output=True, text=True)
         assert ok.returncode == 0 and ok.stdout.strip() == name
-    bad = subprocess.run([sys.executable, "-m", "nelib.presets", "bogus"], capture_output=True, text=True)
+    bad = subprocess.run([sys.executable, "-m", "nelib.runner.presets", "bogus"], capture_output=True, text=True)
     assert bad.returncode != 0
     assert len(bad.stderr.strip().splitlines()) == 1 and "bogus" in bad.stderr
     with pytest.raises(ValueError, match="known presets"):

@@ -10,9 +10,9 @@ import sys
 import pytest
 from conftest import FAKE
 
-from nelib.config import make_config
-from nelib.experiments import init_ray, run_configs
-from nelib.store import ResultStore
+from nelib.runner.config import make_config
+from nelib.runner.experiments import init_ray, run_configs
+from nelib.runner.store import ResultStore
 
 TINY = dict(steps=200, start_steps=100, eval_every=100, eval_episodes=1, checkpoint_every=0, progress=False)
 
@@ -50,7 +50,7 @@ def test_a_failing_run_under_ray_is_reported_and_loses_nothing(store, ray_instan
 
 
 def test_run_experiment_takes_the_ray_backend(store, capsys, ray_instance):
-    from nelib.experiments import run_experiment
+    from nelib.runner.experiments import run_experiment
 
     df = run_experiment("experience-review", "ci", store=store, progress=False, tasks=[FAKE], backend="ray",
                         **{k: v for k, v in TINY.items() if k != "progress"})
@@ -58,7 +58,7 @@ def test_run_experiment_takes_the_ray_backend(store, capsys, ray_instance):
 
 
 def test_sweep_cli_runs_on_ray_and_reports_failures(tmp_path, capsys, ray_instance):
-    from nelib.sweep import main
+    from nelib.runner.sweep import main
 
     with pytest.raises(SystemExit) as exit_:
         main(["--experiment", "plasticity-loss", "--preset", "ci", "--tasks", FAKE, "--seeds", "0",
@@ -69,7 +69,7 @@ def test_sweep_cli_runs_on_ray_and_reports_failures(tmp_path, capsys, ray_instan
 
 
 def test_sweep_cli_passes_backend_and_address(tmp_path, monkeypatch):
-    import nelib.sweep as sweep
+    import nelib.runner.sweep as sweep
 
     seen = {}
     monkeypatch.setattr(sweep, "run_configs", lambda configs, *a, **kw: seen.update(kw) or [])
@@ -87,7 +87,7 @@ def test_ray_backend_without_ray_says_how_to_install_it(store, monkeypatch, caps
         run_configs([cfg], store, progress=False, backend="ray")
     with pytest.raises(ValueError, match="unknown backend"):
         run_configs([cfg], store, progress=False, backend="nope")
-    from nelib.sweep import main
+    from nelib.runner.sweep import main
 
     with pytest.raises(SystemExit, match="error: the ray backend needs the ray package"):
         main(["--experiment", "plasticity-loss", "--preset", "ci", "--backend", "ray", "--data-dir", str(store.root)])

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from nelib.sparse import (
+from nelib.sparse.masks import (
     MaskedConv2d,
     MaskedLinear,
     apply_masks,

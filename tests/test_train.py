@@ -7,11 +7,11 @@ import pytest
 import torch
 from conftest import FAKE, FAKE_TERMINAL, run_interrupted
 
-import nelib.train as train
-from nelib.config import make_config
-from nelib.methods import ALGO_ONLY, METHODS
-from nelib.replay import ReplayBuffer
-from nelib.store import ResultMismatch
+import nelib.runner.train as train
+from nelib.agents.replay import ReplayBuffer
+from nelib.runner.config import make_config
+from nelib.runner.methods import ALGO_ONLY, METHODS
+from nelib.runner.store import ResultMismatch
 
 FAST = dict(steps=600, start_steps=100, eval_every=200, eval_episodes=1, checkpoint_every=0, progress=False,
             threads=1, device="cpu", **{"topology.interval": 20})
@@ -50,7 +50,7 @@ def test_cli_smoke_each_method_on_halfcheetah(method, tmp_path, capsys):
 
 
 def test_runs_are_deterministic_on_cpu(store, tmp_path):
-    from nelib.store import ResultStore
+    from nelib.runner.store import ResultStore
 
     a = train.run(fast_config(), store)
     b = train.run(fast_config(), ResultStore(tmp_path / "other"))
@@ -60,7 +60,7 @@ def test_runs_are_deterministic_on_cpu(store, tmp_path):
 
 
 def test_resume_after_interruption_equals_uninterrupted_run(store, tmp_path, monkeypatch):
-    from nelib.store import ResultStore
+    from nelib.runner.store import ResultStore
 
     cfg = fast_config(checkpoint_every=200)
     full = train.run(cfg, ResultStore(tmp_path / "full"))
@@ -107,7 +107,7 @@ def test_store_reuses_same_hash_and_refuses_a_different_one(store, monkeypatch):
 
 
 def test_store_index_is_written_below_the_readme_intro(store):
-    from nelib.store import main as store_main
+    from nelib.runner.store import main as store_main
 
     cfg = fast_config("td3", steps=200, eval_every=100)
     rows = train.run(cfg, store)
@@ -120,7 +120,7 @@ def test_store_index_is_written_below_the_readme_intro(store):
 
 
 def test_store_summary_has_mean_and_sd_over_seeds(store):
-    from nelib.store import summary_markdown
+    from nelib.runner.store import summary_markdown
 
     assert summary_markdown(store).count("\n") == 1  # header only
     for seed, finals in ((0, [5.0, 100.0]), (1, [7.0, 300.0]), (2, [1.0, 200.0])):
@@ -132,7 +132,7 @@ def test_store_summary_has_mean_and_sd_over_seeds(store):
     assert rows == [f"| ci | {task} | redo | 1 | -42 | -42 |",
                     f"| ci | {task} | td3 | 3 | 200 ± 100 | 100, 300, 200 |"]
     # the project README's copy is rewritten between its markers, and the rest is kept
-    from nelib.store import SUMMARY_END, SUMMARY_START, main
+    from nelib.runner.store import SUMMARY_END, SUMMARY_START, main
 
     readme = store.root / "PROJECT.md"
     readme.write_text(f"# Top\n\n{SUMMARY_START}\n| stale |\n{SUMMARY_END}\n\nAfter.\n")
@@ -145,7 +145,7 @@ def test_store_summary_has_mean_and_sd_over_seeds(store):
 
 
 def test_commit_outside_a_git_checkout_comes_from_the_environment(tmp_path, monkeypatch):
-    from nelib import store as store_mod
+    from nelib.runner import store as store_mod
     monkeypatch.setattr(store_mod, "REPO", tmp_path)  # a copy of the code without .git
     monkeypatch.delenv("NELIB_COMMIT", raising=False)
     assert store_mod.git_commit() == "unknown"
@@ -198,7 +198,7 @@ def test_unknown_config_field_is_rejected(tmp_path, capsys):
 def test_a_run_of_an_earlier_method_definition_is_stale_not_shown_and_not_retrained(store, monkeypatch):
     import dataclasses
 
-    from nelib.store import StaleResult, is_stale_record
+    from nelib.runner.store import StaleResult, is_stale_record
 
     old = fast_config("ne-fast")
     rows = train.run(old, store)
@@ -214,7 +214,7 @@ def test_a_run_of_an_earlier_method_definition_is_stale_not_shown_and_not_retrai
     assert not is_stale_record({"config": fast_config("td3", **{"agent.lr": 1e-3}).to_dict()})
     assert is_stale_record({"config": dataclasses.replace(fast_config("ne-fast", **{"sparsity.density": 0.1}),
                                                           method="ne").to_dict()})
-    from nelib.experiments import run_configs
+    from nelib.runner.experiments import run_configs
     monkeypatch.setattr(train, "build_agent", lambda *a, **k: pytest.fail("a stale run was re-trained"))
     failures = run_configs([fast_config()], store, workers=1, progress=False)
     assert len(failures) == 1 and "stale" in failures[0][1]
@@ -225,8 +225,8 @@ def test_ne_official_grows_the_critic_only_from_its_largest_initial_weights(stor
     agent = train.build_agent(cfg, 17, 6, 1.0, "cpu")
     assert set(agent.topology) == {"critic"}  # the actor keeps its initial 20%
     assert len(agent.critic.q1) > len(agent.actor.net)  # the official 256-256-256 critic
-    from nelib.official_topology import OfficialTopologyScheduler
-    from nelib.sparse import density_report
+    from nelib.sparse.masks import density_report
+    from nelib.sparse.official import OfficialTopologyScheduler
     assert isinstance(agent.topology["critic"], OfficialTopologyScheduler)
     assert density_report(agent.actor)["density"] == pytest.approx(0.2, abs=0.01)
     df = train.run(fast_config("ne-official", **{"topology.growth.target_density": 0.25}), store)
@@ -234,7 +234,7 @@ def test_ne_official_grows_the_critic_only_from_its_largest_initial_weights(stor
 
 
 def test_topology_trace_shows_each_schedule_without_training():
-    from nelib.topology_trace import topology_trace
+    from nelib.report.topology_trace import topology_trace
 
     trace = topology_trace("ne", preset="ci", batch=16, **{"topology.interval": 50})
     assert set(trace["net"]) == {"actor", "critic"}

@@ -1,4 +1,4 @@
-"""Vectorized seeds (nelib.vectorized): K seeds trained in one process equal K single runs, bit for bit.
+"""Vectorized seeds (nelib.runner.vectorized): K seeds trained in one process equal K single runs, bit for bit.
 
 On CPU with one torch thread, every stored column of every seed (returns, losses, dormant ratios, ranks,
 densities, grown/pruned counts...) must be *exactly* equal to the single run's; only the timing column
@@ -14,10 +14,10 @@ import pytest
 import torch
 from conftest import FAKE, run_interrupted
 
-import nelib.train as train
-from nelib.config import make_config
-from nelib.store import ResultStore
-from nelib.vectorized import batched_linear, check_group, run_vectorized
+import nelib.runner.train as train
+from nelib.runner.config import make_config
+from nelib.runner.store import ResultStore
+from nelib.runner.vectorized import batched_linear, check_group, run_vectorized
 
 # Short runs (200 updates) whose NE topology updates fire (every 20 updates: 10 critic and 5 actor updates of
 # the masks), and baselines' intervals short enough to fire too (Reset at 150 updates, ReDo every 100,
@@ -63,7 +63,7 @@ def test_vectorized_seeds_equal_single_runs(method, task, tmp_path):
     for c, df in zip(cfgs, vectorized, strict=True):
         pd.testing.assert_frame_equal(store.load(c), df, check_dtype=False)
         rec = json.loads(store.json_path(c).read_text())
-        assert rec["hash"] == c.hash() and "nelib.vectorized" in rec["command"]
+        assert rec["hash"] == c.hash() and "nelib.runner.vectorized" in rec["command"]
 
 
 @pytest.mark.parametrize("method", ["reset", "redo", "plasticity-injection", "layernorm", "ne-random-growth"])
@@ -136,8 +136,8 @@ def test_only_seed_may_differ():
 
 
 def test_seed_groups_and_sweep_integration(tmp_path):
-    from nelib.experiments import run_configs
-    from nelib.vectorized import seed_groups
+    from nelib.runner.experiments import run_configs
+    from nelib.runner.vectorized import seed_groups
 
     td3 = configs("td3", (0, 1, 2), **SMALL_BATCH, steps=150, eval_every=50)
     ne = configs("ne", (0, 1), **SMALL_BATCH)
@@ -150,7 +150,7 @@ def test_seed_groups_and_sweep_integration(tmp_path):
     assert run_configs(td3, store, workers=1, progress=False, vectorize=2) == []
     for c in td3:  # seeds 0 and 1 trained together, seed 2 alone; all stored as usual
         assert len(store.load(c)) == 4
-        assert ("nelib.vectorized" in json.loads(store.json_path(c).read_text())["command"]) is (c.seed < 2)
+        assert ("nelib.runner.vectorized" in json.loads(store.json_path(c).read_text())["command"]) is (c.seed < 2)
     with pytest.raises(ValueError, match="local backend"):
         run_configs(td3, store, backend="ray", vectorize=2)
 
@@ -160,9 +160,9 @@ def test_batched_losses_of_the_cuda_path_are_close():
     (checked here on CPU by switching the per-seed reduction off)."""
     import numpy as np
 
-    from nelib.replay import ReplayBuffer
-    from nelib.td3 import TD3, TD3Config
-    from nelib.vectorized import VectorTD3
+    from nelib.agents.replay import ReplayBuffer
+    from nelib.agents.td3 import TD3, TD3Config
+    from nelib.runner.vectorized import VectorTD3
 
     def agent_and_buffer(seed):
         buffer, rng = ReplayBuffer(3, 1, 500, seed=seed), np.random.default_rng(seed)

@@ -1,0 +1,1 @@
+"""Speed benchmarks (scripts that print numbers): ``python -m benchmarks.bench`` and friends."""

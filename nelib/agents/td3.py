@@ -1,0 +1,171 @@
+"""TD3 (Fujimoto et al. 2018) with optional sparse networks and Neuroplastic Expansion.
+
+The agent API follows sfujim/TD3: ``select_action(obs)`` and ``train(buffer)``. NE plugs in through
+:class:`nelib.sparse.topology.TopologyScheduler` (one per network) and :class:`nelib.sparse.review.ExperienceReview`,
+set up and stepped by :class:`nelib.agents.base.SparseAgent` (shared with DrQ); with NE off and dense
+networks the hot path is plain TD3.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from nelib.agents.base import SparseAgent, SparsityConfig, last_relu
+from nelib.agents.networks import Actor, TwinCritic
+from nelib.agents.replay import ReplayBuffer
+from nelib.sparse.review import ReviewConfig
+from nelib.sparse.topology import TopologyConfig
+
+ARCHS = ("td3", "ne")
+# What TD3 checkpoints of its own, before SparseAgent's generators, NE state and counters.
+_STATE = ("actor", "critic", "actor_target", "critic_target", "actor_opt", "critic_opt")
+
+
+@dataclasses.dataclass
+class TD3Config:
+    """TD3 hyper-parameters (defaults: the paper's protocol, i.e. sfujim/TD3)."""
+
+    arch: str = "td3"
+    """``td3``: actor and critic 256-256; ``ne``: the official NE critic, 256-256-256 with LayerNorm
+    after the third hidden layer (actor 256-256)."""
+    layernorm: str = "none"
+    """Extra LayerNorm in actor and critic: ``none`` or ``all`` hidden layers (the LayerNorm baseline)."""
+    lr: float = 3e-4
+    """Adam learning rate of actor and critic."""
+    batch_size: int = 256
+    """Transitions per gradient update."""
+    gamma: float = 0.99
+    """Discount factor."""
+    tau: float = 0.005
+    """Polyak coefficient of the target networks."""
+    policy_noise: float = 0.2
+    """Std of the target policy smoothing noise (in units of max_action)."""
+    noise_clip: float = 0.5
+    """Clip of the target policy smoothing noise (in units of max_action)."""
+    policy_delay: int = 2
+    """Critic updates per actor (and target) update."""
+    expl_noise: float = 0.1
+    """Std of the Gaussian exploration noise (in units of max_action)."""
+
+    def __post_init__(self):
+        if self.arch not in ARCHS:
+            raise ValueError(f"agent.arch must be one of {ARCHS}, got {self.arch!r}")
+        if self.layernorm not in ("none", "all"):
+            raise ValueError(f"agent.layernorm must be 'none' or 'all', got {self.layernorm!r}")
+        if self.batch_size <= 0 or self.policy_delay <= 0 or self.lr <= 0:
+            raise ValueError("agent.batch_size, agent.policy_delay and agent.lr must be > 0")
+        if not 0 < self.gamma <= 1 or not 0 < self.tau <= 1:
+            raise ValueError("agent.gamma and agent.tau must be in (0, 1]")
+
+
+class TD3(SparseAgent):
+    """TD3 agent; ``expansion`` turns on NE's topology updates, ``review`` its experience review."""
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        max_action: float,
+        cfg: TD3Config,
+        sparsity: SparsityConfig | None = None,
+        topology: TopologyConfig | None = None,
+        review: ReviewConfig | None = None,
+        total_updates: int = 1,
+        device: str | torch.device = "cpu",
+        seed: int = 0,
+        warmup_steps: int = 0,
+    ):
+        self.cfg, self.device, self.max_action, self.act_dim = cfg, torch.device(device), max_action, act_dim
+        sparsity = sparsity or SparsityConfig()
+        torch.manual_seed(seed)
+        ln = cfg.layernorm
+        critic_hidden, critic_ln = ((256, 256, 256), "last") if cfg.arch == "ne" else ((256, 256), "none")
+        self.actor = Actor(obs_dim, act_dim, max_action, (256, 256), ln).to(self.device)
+        self.critic = TwinCritic(obs_dim, act_dim, critic_hidden, "all" if ln == "all" else critic_ln).to(self.device)
+        self._init_sparsity(sparsity, seed)
+        self.actor_target = copy.deepcopy(self.actor)
+        self.critic_target = copy.deepcopy(self.critic)
+        for p in (*self.actor_target.parameters(), *self.critic_target.parameters()):
+            p.requires_grad_(False)
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr)
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.lr)
+        self.refresh_parameter_lists()
+        self._init_ne(sparsity, topology, review, total_updates, cfg.policy_delay, warmup_steps)
+
+    def refresh_parameter_lists(self) -> None:
+        """Re-pair online and target parameters for Polyak updates (after a network changes shape)."""
+        self._online = [*self.actor.parameters(), *self.critic.parameters()]
+        self._target = [*self.actor_target.parameters(), *self.critic_target.parameters()]
+
+    # -- acting -------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def select_action(self, obs: np.ndarray) -> np.ndarray:
+        """Deterministic action for one observation."""
+        x = torch.as_tensor(obs, dtype=torch.float32, device=self.device).unsqueeze(0)
+        return self.actor(x)[0].cpu().numpy()
+
+    def explore(self, obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Action for data collection: the deterministic action plus Gaussian noise drawn from ``rng``
+        (the runner clips it to the action space)."""
+        noise = self.exploration_noise(rng)
+        return self.select_action(obs) + noise
+
+    def exploration_noise(self, rng: np.random.Generator) -> np.ndarray:
+        """The Gaussian noise :meth:`explore` adds, drawn from ``rng`` (apart, so that a caller that
+        computes the actions of several agents at once draws the same numbers)."""
+        return rng.normal(0.0, self.max_action * self.cfg.expl_noise, size=self.act_dim)
+
+    # -- learning -----------------------------------------------------------------------------------
+    def train(self, buffer: ReplayBuffer) -> dict[str, float]:
+        """One TD3 update (critic every call, actor and targets every ``policy_delay`` calls)."""
+        cfg = self.cfg
+        self.updates += 1
+        obs, act, rew, next_obs, not_done = buffer.sample(cfg.batch_size, self.review)
+        with torch.no_grad():
+            noise = torch.randn(act.shape, generator=self.gen, device=self.device) * cfg.policy_noise
+            noise = noise.clamp(-cfg.noise_clip, cfg.noise_clip) * self.max_action
+            next_act = (self.actor_target(next_obs) + noise).clamp(-self.max_action, self.max_action)
+            tq1, tq2 = self.critic_target(next_obs, next_act)
+            target = rew + not_done * cfg.gamma * torch.min(tq1, tq2)
+        self._watch("critic", self.updates)
+        q1, q2 = self.critic(obs, act)
+        critic_loss = F.mse_loss(q1, target) + F.mse_loss(q2, target)
+        self.critic_opt.zero_grad(set_to_none=True)
+        critic_loss.backward()
+        self._optimizer_step("critic", self.updates, (obs, act))
+        out = {"critic_loss": critic_loss.item()}
+
+        if self.updates % cfg.policy_delay == 0:
+            self.actor_updates += 1
+            self._watch("actor", self.actor_updates)
+            actor_loss = -self.critic.q1_value(obs, self.actor(obs)).mean()
+            self.actor_opt.zero_grad(set_to_none=True)
+            actor_loss.backward()
+            self._optimizer_step("actor", self.actor_updates, (obs,))
+            with torch.no_grad():
+                torch._foreach_lerp_(self._target, self._online, cfg.tau)
+            out["actor_loss"] = actor_loss.item()
+        for intervention in self.interventions:
+            intervention.after_update(self, obs, act)
+        return out
+
+    # -- measuring ----------------------------------------------------------------------------------
+    def plasticity(self, obs: torch.Tensor, act: torch.Tensor) -> dict[str, float]:
+        """Dormant ratios, active ratio, FAU, density, weight magnitude and feature ranks on a batch."""
+        actor, _ = self._network_metrics("actor", self.actor, (obs,))  # ranks: the last ReLU run
+        critic, _ = self._network_metrics("critic", self.critic, (obs, act), last_relu(self.critic.q1, "q1"))
+        return {**actor, **critic}
+
+    # -- checkpointing ------------------------------------------------------------------------------
+    def _own_state(self) -> dict:
+        return {key: getattr(self, key).state_dict() for key in _STATE}
+
+    def _load_own_state(self, state: dict) -> None:
+        for key in _STATE:
+            getattr(self, key).load_state_dict(state[key])
+

@@ -1,0 +1,1 @@
+"""Reading stored results: statistics (rliable), plots, and topology traces for the notebooks."""

@@ -1,0 +1,346 @@
+"""Train one agent: ``nelib.run(config)`` from Python, ``python -m nelib.runner.train ...`` from the shell.
+
+A run evaluates every ``eval_every`` steps (and at step 0), writes its rows to the results store,
+and checkpoints everything it needs to resume (agent, optimizers, masks, replay buffer, RNG states)
+at the first episode end after every ``checkpoint_every`` steps. Restarted with the same command, it
+continues from the checkpoint and, on CPU, ends with the same result as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from nelib.agents.drq import DrQ
+from nelib.agents.pixel_replay import PixelReplayBuffer
+from nelib.agents.replay import ReplayBuffer
+from nelib.agents.td3 import TD3
+from nelib.baselines.injection import InjectionIntervention
+from nelib.baselines.redo import RedoIntervention
+from nelib.baselines.reset import ResetIntervention
+from nelib.envs import check_task, make_env
+from nelib.envs.cyclic import CyclicEnv
+from nelib.runner import presets
+from nelib.runner.config import TrainConfig, fields, make_config
+from nelib.runner.methods import METHODS
+from nelib.runner.store import ResultStore, atomic_write, git_commit
+
+
+def platform_of(device: torch.device) -> str:
+    """What a run ran on, for its record: torch version and device (GPU model on CUDA)."""
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    return f"torch {torch.__version__}, {where}"
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def runs_on_cuda(configs) -> bool:
+    """Whether these runs (one sweep's, all on one device setting) train on a GPU."""
+    return bool(configs) and resolve_device(configs[0].device).type == "cuda"
+
+
+def build_agent(cfg: TrainConfig, obs_dim, act_dim: int, max_action: float, device) -> TD3 | DrQ:
+    """The agent that ``cfg`` describes, TD3 or DrQ (``cfg.algo``; for DrQ ``obs_dim`` is the image shape),
+    with NE operators attached when ``cfg.expansion`` and baselines' interventions when enabled."""
+    total_updates = max(1, cfg.steps - cfg.start_steps)
+    ne = {"topology": cfg.topology if cfg.expansion else None, "review": cfg.review if cfg.expansion else None,
+          "total_updates": total_updates, "device": device, "seed": cfg.seed, "warmup_steps": cfg.start_steps}
+    if cfg.algo == "drq":
+        if cfg.injection.enabled:
+            raise ValueError("plasticity injection is implemented for TD3 only")
+        agent = DrQ(tuple(obs_dim), act_dim, cfg.drq, cfg.sparsity, **ne)
+    else:
+        agent = TD3(obs_dim, act_dim, max_action, cfg.agent, cfg.sparsity, **ne)
+    # Interventions draw from their own generators (seed + 3), so they never shift the other streams.
+    if cfg.reset.enabled:
+        agent.interventions.append(ResetIntervention(cfg.reset, seed=cfg.seed + 3))
+    if cfg.redo.enabled:
+        agent.interventions.append(RedoIntervention(cfg.redo, seed=cfg.seed + 3))
+    if cfg.injection.enabled:
+        if cfg.expansion:
+            raise ValueError("plasticity injection changes the networks' structure; it does not combine with NE")
+        agent.interventions.append(InjectionIntervention(cfg.injection, total_updates, seed=cfg.seed + 3))
+    return agent
+
+
+def make_buffer(cfg: TrainConfig, env, device) -> ReplayBuffer | PixelReplayBuffer:
+    """The replay buffer of a run: flat observations (TD3), or single uint8 frames stacked on sampling (DrQ)."""
+    act_dim, capacity = env.action_space.shape[0], min(cfg.buffer_size, cfg.steps)
+    if cfg.algo == "drq":
+        e = env.unwrapped
+        frame_shape = (env.observation_space.shape[0] // e.frame_stack, *env.observation_space.shape[1:])
+        return PixelReplayBuffer(frame_shape, e.frame_stack, act_dim, capacity, device, seed=cfg.seed)
+    return ReplayBuffer(env.observation_space.shape[0], act_dim, capacity, device, seed=cfg.seed)
+
+
+def env_rng_state(env):
+    """The training env's random state, for checkpoints (gymnasium: its ``np_random``)."""
+    base = env.unwrapped
+    return base.rng_state() if hasattr(base, "rng_state") else base.np_random.bit_generator.state
+
+
+def set_env_rng_state(env, state) -> None:
+    base = env.unwrapped
+    if hasattr(base, "set_rng_state"):
+        base.set_rng_state(state)
+    else:
+        base.np_random.bit_generator.state = state
+
+
+def evaluate(agent: TD3 | DrQ, env, episodes: int, seed: int) -> tuple[float, float]:
+    """Mean and std of the return of ``episodes`` deterministic episodes (first reset seeded ``seed``)."""
+    returns = []
+    for ep in range(episodes):
+        obs, _ = env.reset(seed=seed if ep == 0 else None)
+        done, total = False, 0.0
+        while not done:
+            obs, r, terminated, truncated, _ = env.step(agent.select_action(obs))
+            total += float(r)
+            done = terminated or truncated
+        returns.append(total)
+    return float(np.mean(returns)), float(np.std(returns))
+
+
+def stored_rows(cfg: TrainConfig, store: ResultStore, overwrite: bool = False) -> pd.DataFrame | None:
+    """Check ``cfg``'s task and method; return its stored rows if this exact config is stored, else None."""
+    check_task(cfg.task)
+    if cfg.method not in METHODS:
+        raise ValueError(f"unknown method {cfg.method!r}; known methods: {', '.join(METHODS)}")
+    return store.load(cfg, overwrite=overwrite)
+
+
+class Run:
+    """One run between its steps: envs, agent, replay, RNG streams, counters and evaluation rows.
+
+    :func:`run` drives one of these step by step; :mod:`nelib.runner.vectorized` drives several in lockstep and
+    batches their updates. Building one restores the run's checkpoint, if there is one.
+    """
+
+    def __init__(self, cfg: TrainConfig, store: ResultStore, device: torch.device | None = None):
+        self.cfg, self.store = cfg, store
+        self.device = device = device or resolve_device(cfg.device)
+        pixels = {"action_repeat": cfg.drq.action_repeat, "frame_stack": cfg.drq.frame_stack,
+                  "image_size": cfg.drq.image_size} if cfg.algo == "drq" else {}
+        self.env, self.eval_env = make_env(cfg.task, **pixels), make_env(cfg.task, **pixels)
+        env = self.env
+        obs_shape, act_dim = env.observation_space.shape, env.action_space.shape[0]
+        self.low, self.high = env.action_space.low, env.action_space.high
+        max_action = float(self.high[0])
+        self.agent = build_agent(cfg, obs_shape if cfg.algo == "drq" else obs_shape[0], act_dim, max_action, device)
+        self.buffer = make_buffer(cfg, env, device)
+        # DMC rows also count frames
+        self.frames_per_step = env.unwrapped.action_repeat if cfg.algo == "drq" else None
+        self.rng = np.random.default_rng(cfg.seed)
+        self.metric_gen = torch.Generator().manual_seed(cfg.seed + 2)
+        self.cyclic_env = isinstance(env.unwrapped, CyclicEnv)
+
+        self.t, self.rows, self.wall_before, self.commit = 0, [], 0.0, git_commit()
+        self.episode_return, self.last_return, self.episodes = 0.0, float("nan"), 0
+        self.losses: dict[str, float] = {}
+        self.obs, _ = env.reset(seed=cfg.seed)
+        self.needs_reset = False
+        self.ckpt_path = store.checkpoint_path(cfg)
+        if self.ckpt_path.exists():
+            self._restore(torch.load(self.ckpt_path, map_location=device, weights_only=False))
+        self.next_ckpt = ((self.t // cfg.checkpoint_every + 1) * cfg.checkpoint_every
+                          if cfg.checkpoint_every else None)
+        self.start = time.perf_counter()
+
+    def _restore(self, ckpt: dict) -> None:
+        cfg = self.cfg
+        if ckpt.get("hash") != cfg.hash():
+            raise ValueError(f"checkpoint {self.ckpt_path} was written by another config (hash {ckpt.get('hash')}, "
+                             f"now {cfg.hash()}); delete it to start over")
+        self.agent.load_state_dict(ckpt["agent"])
+        self.buffer.load_state_dict(ckpt["buffer"])
+        self.rng.bit_generator.state = ckpt["rng"]
+        self.metric_gen.set_state(ckpt["metric_gen"].cpu())  # map_location moved it; generator states live on the CPU
+        set_env_rng_state(self.env, ckpt["env_rng"])
+        if ckpt.get("env_state") is not None:
+            self.env.unwrapped.load_state_dict(ckpt["env_state"])
+        self.t, self.rows, self.wall_before, self.commit = ckpt["t"], ckpt["rows"], ckpt["wall_time_s"], ckpt["commit"]
+        self.last_return, self.episodes = ckpt["last_return"], ckpt["episodes"]
+        self.needs_reset = True
+
+    def agent_state(self) -> dict:
+        """The agent's part of a checkpoint."""
+        return self.agent.state_dict()
+
+    def checkpoint(self) -> None:
+        """Write everything the run needs to resume (taken between episodes)."""
+        env = self.env
+        state = {"hash": self.cfg.hash(), "agent": self.agent_state(), "buffer": self.buffer.state_dict(),
+                 "rng": self.rng.bit_generator.state, "metric_gen": self.metric_gen.get_state(),
+                 "env_rng": env_rng_state(env), "t": self.t, "rows": self.rows,
+                 "env_state": env.unwrapped.state_dict() if self.cyclic_env else None,
+                 "wall_time_s": self.wall_before + time.perf_counter() - self.start,
+                 "last_return": self.last_return, "episodes": self.episodes, "commit": self.commit}
+        atomic_write(self.ckpt_path, lambda p: torch.save(state, p))
+
+    def evaluate_row(self, sps: float) -> dict:
+        """Evaluate the agent now, append the evaluation row (with plasticity metrics) and return it."""
+        cfg, env, agent, buffer = self.cfg, self.env, self.agent, self.buffer
+        if self.cyclic_env:  # evaluate on the task being trained now
+            self.eval_env.unwrapped.load_state_dict({"stage": env.unwrapped.stage, "visit_steps": 0})
+        ret_mean, ret_std = evaluate(agent, self.eval_env, cfg.eval_episodes, cfg.seed + 100)
+        t = self.t
+        row = {"step": t, **({"frames": t * self.frames_per_step} if self.frames_per_step else {}),
+               "return_mean": ret_mean, "return_std": ret_std, "episodes": self.episodes,
+               **({"task_now": env.unwrapped.task, "stage": env.unwrapped.stage} if self.cyclic_env else {}),
+               "train_return": self.last_return, "review": bool(agent.review and agent.review.active),
+               "review_rate": agent.review.rate if agent.review and agent.review.rate is not None else float("nan"),
+               "review_threshold": (agent.review.threshold if agent.review and agent.review.threshold is not None
+                                    else float("nan")),
+               "review_share": agent.review.take_share() if agent.review else float("nan"),
+               **agent.topology_log, "steps_per_s": sps, **self.losses}
+        if buffer.size:
+            row.update(agent.plasticity(*buffer.metrics_batch(cfg.metrics_batch, self.metric_gen)))
+        agent.topology_log = {"grown": 0, "pruned": 0}
+        self.rows.append(row)
+        return row
+
+    def begin_step(self) -> None:
+        """Reset the env after an episode end, checkpointing first when one is due."""
+        if self.needs_reset:
+            cfg = self.cfg
+            if self.next_ckpt is not None and self.t >= self.next_ckpt and self.t > 0:
+                self.checkpoint()
+                self.next_ckpt = (self.t // cfg.checkpoint_every + 1) * cfg.checkpoint_every
+            self.obs, _ = self.env.reset()
+            self.needs_reset = False
+
+    @property
+    def random_phase(self) -> bool:
+        """Whether this step's action is uniform random (the start phase)."""
+        return self.t < self.cfg.start_steps
+
+    def random_action(self) -> np.ndarray:
+        return self.rng.uniform(self.low, self.high).astype(np.float32)
+
+    def clip(self, action: np.ndarray) -> np.ndarray:
+        """An exploration action (the agent's, plus noise) clipped to the action space."""
+        return action.clip(self.low, self.high).astype(np.float32)
+
+    def env_step(self, action: np.ndarray) -> None:
+        """Step the env with ``action``, store the transition and count the step."""
+        next_obs, reward, terminated, truncated, _ = self.env.step(action)
+        # Bootstrap through time-limit truncation: only a true terminal state has no future value.
+        self.buffer.add(self.obs, action, reward, next_obs, terminated)
+        self.obs = next_obs
+        self.episode_return += float(reward)
+        self.t += 1
+        if terminated or truncated:
+            self.last_return, self.episode_return, self.episodes = self.episode_return, 0.0, self.episodes + 1
+            self.needs_reset = True
+
+    @property
+    def trains(self) -> bool:
+        """Whether the agent updates after the step just taken."""
+        return self.t > self.cfg.start_steps
+
+    @property
+    def eval_due(self) -> bool:
+        return self.t % self.cfg.eval_every == 0 or self.t == self.cfg.steps
+
+    def step(self) -> None:
+        """One whole step of a single run: reset if needed, act, step the env, update the agent."""
+        self.begin_step()
+        if self.random_phase:
+            action = self.random_action()
+        else:
+            action = self.clip(self.agent.explore(self.obs, self.rng))
+        self.env_step(action)
+        if self.trains:
+            self.losses = self.agent.train(self.buffer)
+
+    def finish(self, command: str | None = None, wall_time_s: float | None = None) -> pd.DataFrame:
+        """Save the rows and the record to the store, delete the checkpoint, return the rows.
+
+        ``wall_time_s`` defaults to this run's own time (checkpointed time included)."""
+        df = pd.DataFrame(self.rows)
+        wall = self.wall_before + time.perf_counter() - self.start if wall_time_s is None else wall_time_s
+        self.store.save(self.cfg, df, wall, self.commit, command, platform_of(self.device))
+        self.ckpt_path.unlink(missing_ok=True)
+        return df
+
+
+def run(cfg: TrainConfig, store: ResultStore | None = None, overwrite: bool = False,
+        command: str | None = None) -> pd.DataFrame:
+    """Train (or load, if stored with the same config hash) one run; return its evaluation rows.
+
+    ``command`` is what the results record says produced the run (default: this process's command line).
+    """
+    store = store or ResultStore()
+    done_rows = stored_rows(cfg, store, overwrite)
+    if done_rows is not None:
+        return done_rows
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    r = Run(cfg, store)
+    bar = tqdm(total=cfg.steps, initial=r.t, disable=not cfg.progress, dynamic_ncols=True, mininterval=1.0,
+               desc=f"{cfg.method} {cfg.task} s{cfg.seed}", unit="step")
+    if r.t == 0:
+        r.evaluate_row(float("nan"))
+    window_start, window_t = time.perf_counter(), r.t
+    while r.t < cfg.steps:
+        r.step()
+        bar.update(1)
+        if r.eval_due:
+            sps = (r.t - window_t) / (time.perf_counter() - window_start)
+            row = r.evaluate_row(sps)
+            bar.set_postfix(sps=f"{sps:.0f}", ret=f"{row['return_mean']:.0f}",
+                            active=f"{row.get('critic_active_ratio', float('nan')):.3f}")
+            window_start, window_t = time.perf_counter(), r.t
+    bar.close()
+    return r.finish(command)
+
+
+def parse_args(argv: list[str] | None = None, prog: str = "python -m nelib.runner.train",
+               ) -> tuple[TrainConfig, argparse.Namespace]:
+    """CLI -> config. Every config field is an option, nested ones dotted (``--agent.lr 1e-3``)."""
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--task", default="HalfCheetah-v5",
+                   help="gymnasium MuJoCo task id, or dmc:<domain>-<task> (pixels, DrQ), e.g. dmc:cheetah-run")
+    p.add_argument("--method", default=None,
+                   help=f"one of: {', '.join(METHODS)} (default: td3, or drq for dmc: tasks)")
+    p.add_argument("--seed", type=int, default=0, help="seed")
+    p.add_argument("--preset", default=presets.DEFAULT, help=f"one of: {', '.join(presets.PRESETS)}")
+    p.add_argument("--data-dir", default=None, help="results store root (default: $NELIB_DATA or ./data)")
+    p.add_argument("--overwrite", action="store_true", help="replace a stored result with another config")
+    for name, (_, doc) in fields().items():
+        if name not in ("task", "method", "seed", "preset"):
+            p.add_argument(f"--{name}", dest=f"cfg:{name}", default=None, metavar="V",
+                           help=doc.replace("%", "%%"))  # argparse formats help with %
+    args = p.parse_args(argv)
+    overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg:") and v is not None}
+    try:
+        cfg = make_config(args.task, args.method, args.seed, args.preset, **overrides)
+    except ValueError as e:
+        p.exit(2, f"error: {e}\n")
+    return cfg, args
+
+
+def main(argv: list[str] | None = None) -> None:
+    cfg, args = parse_args(argv)
+    try:
+        df = run(cfg, ResultStore(args.data_dir), overwrite=args.overwrite)
+    except ValueError as e:
+        sys.exit(f"error: {e}")
+    last = df.iloc[-1]
+    print(f"{cfg.method} {cfg.task} seed {cfg.seed}: return {last['return_mean']:.1f} at step {int(last['step'])}")
+
+
+if __name__ == "__main__":
+    main()
