@@ -22,8 +22,8 @@ import time
 import torch
 
 from benchmarks.bench import cpu_name
+from nelib.runner.backends import run_configs
 from nelib.runner.config import make_config
-from nelib.runner.experiments import run_configs
 from nelib.runner.store import ResultStore
 
 

@@ -82,11 +82,10 @@ def weight_magnitude(net: nn.Module) -> float:
 
 
 @torch.no_grad()
-def capture_activations(net: nn.Module, *inputs: torch.Tensor, forward=None) -> dict[str, torch.Tensor]:
-    """Run ``net`` on a batch and return the output of every ``nn.ReLU`` module, keyed by module name.
+def capture_activations(net: nn.Module, *inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Run ``net(*inputs)`` and return the output of every ``nn.ReLU`` module, keyed by module name.
 
-    ``forward`` replaces ``net(*inputs)`` when the network is called another way (e.g. a twin critic's
-    ``both(obs, act)``). Hooks are removed before returning, so this costs nothing outside metric steps.
+    Hooks are removed before returning, so this costs nothing outside metric steps.
     """
     captured: dict[str, torch.Tensor] = {}
     handles = []
@@ -95,20 +94,18 @@ def capture_activations(net: nn.Module, *inputs: torch.Tensor, forward=None) -> 
             handles.append(module.register_forward_hook(
                 lambda _m, _i, out, name=name: captured.__setitem__(name, out.detach())))
     try:
-        (forward or net)(*inputs)
+        net(*inputs)
     finally:
         for h in handles:
             h.remove()
     return captured
 
 
-def plasticity_report(
-    activations: dict[str, torch.Tensor], taus: Sequence[float] = DEFAULT_TAUS, prefix: str = ""
-) -> dict[str, float]:
+def plasticity_report(activations: dict[str, torch.Tensor], taus: Sequence[float] = DEFAULT_TAUS) -> dict[str, float]:
     """Dormant ratio per tau (overall, pooled over units of all layers), active ratio and FAU.
 
     ``active_ratio`` is ``1 - dormant ratio at tau = 0``: the share of units that fire for at least one
-    sample of the batch. Keys are ``f"{prefix}dormant_{tau}"``, ``active_ratio``, ``fau``, plus
+    sample of the batch. Keys are ``dormant_{tau}``, ``active_ratio``, ``fau``, plus
     per-layer ``dormant_{tau}/<layer>``.
     """
     out: dict[str, float] = {}
@@ -118,12 +115,12 @@ def plasticity_report(
         n_dormant = 0
         for name, s in scores.items():
             d = int(dormant_units(s, tau).sum())
-            out[f"{prefix}dormant_{tau:g}/{name}"] = d / s.numel()
+            out[f"dormant_{tau:g}/{name}"] = d / s.numel()
             n_dormant += d
-        out[f"{prefix}dormant_{tau:g}"] = n_dormant / n_units if n_units else float("nan")
+        out[f"dormant_{tau:g}"] = n_dormant / n_units if n_units else float("nan")
     dead = sum(int(dormant_units(s, 0.0).sum()) for s in scores.values())
-    out[f"{prefix}active_ratio"] = 1.0 - dead / n_units if n_units else float("nan")
+    out["active_ratio"] = 1.0 - dead / n_units if n_units else float("nan")
     entries = sum(a.numel() for a in activations.values())
     active_entries = sum(int((a > 0).sum()) for a in activations.values())
-    out[f"{prefix}fau"] = active_entries / entries if entries else float("nan")
+    out["fau"] = active_entries / entries if entries else float("nan")
     return out

@@ -141,3 +141,14 @@ def test_cyclic_figures_shade_each_visit_and_keep_one_legend():
     assert [t.get_text() for t in fig2.legends[0].get_texts()] == ["td3", "ne"]  # absent labels dropped
     analysis.visit_return_grid(analysis.visit_returns(df[df.label == "ne"]))  # one label: nothing to dodge
     plt.close("all")
+
+
+def test_bootstrap_intervals_depend_on_their_seed_only():
+    scores = analysis.final_scores(rows(), last=2)
+    np.random.seed(123)
+    a = analysis.aggregate(scores, reps=200, seed=0)
+    np.random.seed(7)  # numpy's global RNG does not matter
+    pd.testing.assert_frame_equal(a, analysis.aggregate(scores, reps=200, seed=0))
+    b = analysis.probability_of_improvement(scores, "ne", ["td3"], reps=200, seed=0)
+    pd.testing.assert_frame_equal(b, analysis.probability_of_improvement(scores, "ne", ["td3"], reps=200, seed=0))
+    assert b["point"].item() == 1.0  # both ne seeds above both td3 seeds

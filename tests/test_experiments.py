@@ -9,16 +9,17 @@ from conftest import FAKE
 
 from nelib.envs import check_task
 from nelib.envs.cyclic import CyclicEnv, parse_cycle
+from nelib.runner.backends import default_workers, run_configs
 from nelib.runner.config import make_config
-from nelib.runner.experiments import EXPERIMENTS, default_workers, experiment_configs, run_configs, run_experiment
+from nelib.runner.experiments import EXPERIMENTS, experiment_configs, run_experiment
 from nelib.runner.methods import METHODS
 
 TINY = dict(steps=200, start_steps=100, eval_every=100, eval_episodes=1, checkpoint_every=0, progress=False)
 
 
 def test_experiment_grids_use_known_methods_and_distinct_store_keys():
-    for name, arms in EXPERIMENTS.items():
-        assert all(arm.method in METHODS for arm in arms), name
+    for name, exp in EXPERIMENTS.items():
+        assert all(arm.method in METHODS for arm in exp.arms), name
         configs = experiment_configs(name, "ci")
         keys = {(c.task, c.method, c.variant, c.seed) for c in configs}
         assert len(keys) == len(configs), name
@@ -27,18 +28,18 @@ def test_experiment_grids_use_known_methods_and_distinct_store_keys():
 
 
 def test_in_process_sweep_skips_stored_runs_and_reports_failures(store, monkeypatch):
-    import nelib.runner.experiments as experiments
+    import nelib.runner.backends as backends
 
     good = [make_config(FAKE, m, 0, "ci", **TINY) for m in ("td3", "ne")]
     bad = make_config(FAKE, "sparse", 0, "ci", **TINY)
-    real = experiments._run_one
+    real = backends._run_one
 
     def flaky(cfg, root, overwrite, command):
         if cfg.method == "sparse":
             raise RuntimeError("simulated crash")
         real(cfg, root, overwrite, command)
 
-    monkeypatch.setattr(experiments, "_run_one", flaky)
+    monkeypatch.setattr(backends, "_run_one", flaky)
     failures = run_configs([good[0], bad, good[1]], store, workers=1, progress=False)
     assert [f[0].method for f in failures] == ["sparse"] and "simulated crash" in failures[0][1]
     assert all(store.load(c) is not None for c in good)  # the failure lost nothing

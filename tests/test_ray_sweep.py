@@ -10,8 +10,8 @@ import sys
 import pytest
 from conftest import FAKE
 
+from nelib.runner.backends import init_ray, run_configs
 from nelib.runner.config import make_config
-from nelib.runner.experiments import init_ray, run_configs
 from nelib.runner.store import ResultStore
 
 TINY = dict(steps=200, start_steps=100, eval_every=100, eval_episodes=1, checkpoint_every=0, progress=False)

@@ -214,7 +214,7 @@ def test_a_run_of_an_earlier_method_definition_is_stale_not_shown_and_not_retrai
     assert not is_stale_record({"config": fast_config("td3", **{"agent.lr": 1e-3}).to_dict()})
     assert is_stale_record({"config": dataclasses.replace(fast_config("ne-fast", **{"sparsity.density": 0.1}),
                                                           method="ne").to_dict()})
-    from nelib.runner.experiments import run_configs
+    from nelib.runner.backends import run_configs
     monkeypatch.setattr(train, "build_agent", lambda *a, **k: pytest.fail("a stale run was re-trained"))
     failures = run_configs([fast_config()], store, workers=1, progress=False)
     assert len(failures) == 1 and "stale" in failures[0][1]

@@ -136,7 +136,7 @@ def test_only_seed_may_differ():
 
 
 def test_seed_groups_and_sweep_integration(tmp_path):
-    from nelib.runner.experiments import run_configs
+    from nelib.runner.backends import run_configs
     from nelib.runner.vectorized import seed_groups
 
     td3 = configs("td3", (0, 1, 2), **SMALL_BATCH, steps=150, eval_every=50)

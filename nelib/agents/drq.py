@@ -36,6 +36,7 @@ from nelib.metrics import plasticity_report
 from nelib.sparse.masks import MaskedConv2d, MaskedLinear, density_report
 from nelib.sparse.review import ReviewConfig
 from nelib.sparse.topology import TopologyConfig
+from nelib.torch_ops import soft_update_
 
 
 @dataclasses.dataclass
@@ -367,7 +368,7 @@ class DrQ(SparseAgent):
             out.update(self._update_actor_and_alpha(obs[0]))
         if self.updates % cfg.target_update_every == 0:
             with torch.no_grad():
-                torch._foreach_lerp_(self._target, self._online, cfg.critic_tau)
+                soft_update_(self._target, self._online, cfg.critic_tau)
         for intervention in self.interventions:
             intervention.after_update(self, obs[0], act)
         return out

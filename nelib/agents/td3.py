@@ -20,6 +20,7 @@ from nelib.agents.networks import Actor, TwinCritic
 from nelib.agents.replay import ReplayBuffer
 from nelib.sparse.review import ReviewConfig
 from nelib.sparse.topology import TopologyConfig
+from nelib.torch_ops import soft_update_
 
 ARCHS = ("td3", "ne")
 # What TD3 checkpoints of its own, before SparseAgent's generators, NE state and counters.
@@ -61,6 +62,25 @@ class TD3Config:
             raise ValueError("agent.batch_size, agent.policy_delay and agent.lr must be > 0")
         if not 0 < self.gamma <= 1 or not 0 < self.tau <= 1:
             raise ValueError("agent.gamma and agent.tau must be in (0, 1]")
+
+
+def smoothed_action(target_action: torch.Tensor, noise: torch.Tensor, cfg: TD3Config,
+                    max_action: float) -> torch.Tensor:
+    """Target policy smoothing: the target actor's action plus clipped Gaussian noise (``noise`` is standard
+    normal), clipped to the action range."""
+    noise = (noise * cfg.policy_noise).clamp(-cfg.noise_clip, cfg.noise_clip) * max_action
+    return (target_action + noise).clamp(-max_action, max_action)
+
+
+def td_target(rew: torch.Tensor, not_done: torch.Tensor, tq1: torch.Tensor, tq2: torch.Tensor,
+              gamma: float) -> torch.Tensor:
+    """Clipped double-Q target: ``r + gamma * not_done * min(Q1', Q2')``."""
+    return rew + not_done * gamma * torch.min(tq1, tq2)
+
+
+def twin_critic_loss(q1: torch.Tensor, q2: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The sum of both critics' mean squared TD errors."""
+    return F.mse_loss(q1, target) + F.mse_loss(q2, target)
 
 
 class TD3(SparseAgent):
@@ -127,14 +147,11 @@ class TD3(SparseAgent):
         self.updates += 1
         obs, act, rew, next_obs, not_done = buffer.sample(cfg.batch_size, self.review)
         with torch.no_grad():
-            noise = torch.randn(act.shape, generator=self.gen, device=self.device) * cfg.policy_noise
-            noise = noise.clamp(-cfg.noise_clip, cfg.noise_clip) * self.max_action
-            next_act = (self.actor_target(next_obs) + noise).clamp(-self.max_action, self.max_action)
-            tq1, tq2 = self.critic_target(next_obs, next_act)
-            target = rew + not_done * cfg.gamma * torch.min(tq1, tq2)
+            noise = torch.randn(act.shape, generator=self.gen, device=self.device)
+            next_act = smoothed_action(self.actor_target(next_obs), noise, cfg, self.max_action)
+            target = td_target(rew, not_done, *self.critic_target(next_obs, next_act), cfg.gamma)
         self._watch("critic", self.updates)
-        q1, q2 = self.critic(obs, act)
-        critic_loss = F.mse_loss(q1, target) + F.mse_loss(q2, target)
+        critic_loss = twin_critic_loss(*self.critic(obs, act), target)
         self.critic_opt.zero_grad(set_to_none=True)
         critic_loss.backward()
         self._optimizer_step("critic", self.updates, (obs, act))
@@ -143,12 +160,12 @@ class TD3(SparseAgent):
         if self.updates % cfg.policy_delay == 0:
             self.actor_updates += 1
             self._watch("actor", self.actor_updates)
-            actor_loss = -self.critic.q1_value(obs, self.actor(obs)).mean()
+            actor_loss = -self.critic.q1_value(obs, self.actor(obs)).mean()  # deterministic policy gradient
             self.actor_opt.zero_grad(set_to_none=True)
             actor_loss.backward()
             self._optimizer_step("actor", self.actor_updates, (obs,))
             with torch.no_grad():
-                torch._foreach_lerp_(self._target, self._online, cfg.tau)
+                soft_update_(self._target, self._online, cfg.tau)
             out["actor_loss"] = actor_loss.item()
         for intervention in self.interventions:
             intervention.after_update(self, obs, act)

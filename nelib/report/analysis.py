@@ -197,17 +197,26 @@ def normalized_scores(scores: pd.DataFrame, baseline: str = "td3") -> dict[str, 
     return out
 
 
+def _interval_estimates(scores: dict, fn, reps: int, seed: int):
+    """rliable's stratified-bootstrap point estimates and 95% CIs, drawn from a generator seeded ``seed``."""
+    import warnings
+
+    from rliable import library as rly
+
+    with warnings.catch_warnings():  # arch (under rliable) asks for `generator=`, which rliable does not pass on
+        warnings.filterwarnings("ignore", "random_state is deprecated", FutureWarning)
+        return rly.get_interval_estimates(scores, fn, reps=reps, random_state=np.random.RandomState(seed))
+
+
 def aggregate(scores: pd.DataFrame, baseline: str = "td3", reps: int = 2000, seed: int = 0) -> pd.DataFrame:
     """IQM, mean and optimality gap (threshold: the baseline's level, 1.0) of baseline-normalised
     scores, with 95% stratified-bootstrap CIs over seeds (rliable). One row per (label, metric)."""
-    from rliable import library as rly
     from rliable import metrics
 
     norm = normalized_scores(scores, baseline)
     fns = {"IQM": metrics.aggregate_iqm, "mean": metrics.aggregate_mean,
            "optimality gap": metrics.aggregate_optimality_gap}
-    np.random.seed(seed)  # rliable's bootstrap draws from numpy's global RNG
-    point, ci = rly.get_interval_estimates(norm, lambda x: np.array([f(x) for f in fns.values()]), reps=reps)
+    point, ci = _interval_estimates(norm, lambda x: np.array([f(x) for f in fns.values()]), reps, seed)
     rows = [{"label": lab, "metric": m, "point": point[lab][i], "low": ci[lab][0, i], "high": ci[lab][1, i]}
             for lab in norm for i, m in enumerate(fns)]
     return pd.DataFrame(rows)
@@ -216,17 +225,15 @@ def aggregate(scores: pd.DataFrame, baseline: str = "td3", reps: int = 2000, see
 def probability_of_improvement(scores: pd.DataFrame, method: str, others: Sequence[str],
                                baseline: str = "td3", reps: int = 2000, seed: int = 0) -> pd.DataFrame:
     """P(method > other) over seeds and tasks (Agarwal et al. 2021), with 95% bootstrap CIs."""
-    from rliable import library as rly
     from rliable import metrics
 
     norm = normalized_scores(scores, baseline)
     pairs = {f"{method},{o}": (norm[method], norm[o]) for o in others if o in norm and method in norm}
     if not pairs:
         return pd.DataFrame(columns=["pair", "point", "low", "high"])
-    np.random.seed(seed)
-    point, ci = rly.get_interval_estimates(pairs, metrics.probability_of_improvement, reps=reps)
-    return pd.DataFrame([{"pair": p.replace(",", " > "), "point": float(point[p]), "low": float(ci[p][0]),
-                          "high": float(ci[p][1])} for p in pairs])
+    point, ci = _interval_estimates(pairs, metrics.probability_of_improvement, reps, seed)
+    return pd.DataFrame([{"pair": p.replace(",", " > "), "point": np.asarray(point[p]).item(),
+                          "low": np.asarray(ci[p][0]).item(), "high": np.asarray(ci[p][1]).item()} for p in pairs])
 
 
 def interval_plot(agg: pd.DataFrame, metrics_order: Sequence[str] = ("IQM", "mean", "optimality gap")):

@@ -16,7 +16,7 @@ from nelib.baselines.redo import RedoConfig
 from nelib.baselines.reset import ResetConfig
 from nelib.envs import dmc
 from nelib.runner import presets
-from nelib.runner.methods import check_method_algo, method_overrides
+from nelib.runner.methods import check_method_algo, method_label, method_overrides
 from nelib.sparse.review import ReviewConfig
 from nelib.sparse.topology import TopologyConfig
 
@@ -110,6 +110,11 @@ class TrainConfig:
         if self.algo != algo_of(self.task):
             raise ValueError(f"task {self.task!r} needs algo {algo_of(self.task)!r}, got {self.algo!r}")
         check_method_algo(self.method, self.algo)
+
+    @property
+    def label(self) -> str:
+        """The run's arm: ``method`` or ``method@variant``."""
+        return method_label(self.method, self.variant)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

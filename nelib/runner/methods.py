@@ -75,6 +75,11 @@ def check_method_algo(method: str, algo: str) -> None:
                          + (" (its dense baseline is 'drq')" if algo == "drq" else " (its dense baseline is 'td3')"))
 
 
+def method_label(method: str, variant: str = "") -> str:
+    """How a run's arm is named in tables, figures and the store: ``method`` or ``method@variant``."""
+    return f"{method}@{variant}" if variant else method
+
+
 def method_overrides(name: str) -> dict[str, object]:
     """Overrides of method ``name``; a clear error lists the known methods."""
     try:

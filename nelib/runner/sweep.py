@@ -12,7 +12,8 @@ import argparse
 import sys
 
 from nelib.runner import presets
-from nelib.runner.experiments import BACKENDS, EXPERIMENTS, experiment_configs, run_configs
+from nelib.runner.backends import BACKENDS, run_configs
+from nelib.runner.experiments import EXPERIMENTS, experiment_configs
 from nelib.runner.store import ResultStore, store_for
 
 RAY_EPILOG = """\
@@ -26,14 +27,11 @@ Skipping stored runs, resuming from checkpoints and reporting failed runs work a
 
 def select_arms(configs, labels: list[str]):
     """The configs whose arm (``method`` or ``method@variant``) is in ``labels``; unknown labels raise."""
-    def label(c):
-        return f"{c.method}@{c.variant}" if c.variant else c.method
-
-    known = {label(c) for c in configs}
+    known = {c.label for c in configs}
     unknown = [x for x in labels if x not in known]
     if unknown:
         raise ValueError(f"unknown arm(s) {', '.join(unknown)}; this experiment has: {', '.join(sorted(known))}")
-    return [c for c in configs if label(c) in labels]
+    return [c for c in configs if c.label in labels]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -36,17 +36,17 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.optim.adam import adam as adam_update
 from tqdm.auto import tqdm
 
 from nelib.agents.networks import Actor, TwinCritic
 from nelib.agents.replay import ReplayBuffer
-from nelib.agents.td3 import TD3
+from nelib.agents.td3 import TD3, smoothed_action, td_target, twin_critic_loss
 from nelib.baselines.injection import FrozenReLU, InjectedHead
 from nelib.runner.config import TrainConfig
 from nelib.runner.store import ResultStore, current_command
 from nelib.runner.train import Run, parse_args, stored_rows
 from nelib.sparse.masks import mask_gradients
+from nelib.torch_ops import adam_step_, soft_update_
 
 NETS = ("actor", "critic", "actor_target", "critic_target")
 
@@ -243,13 +243,8 @@ class VectorTD3:
         g = st["group"]
         with torch.no_grad():
             steps = [s[0].clone() for s in st["step"]]  # Adam counts it up; all agents' are equal
-            adam_update(
-                [self.params[key][n] for n in st["names"]], [leaves[n].grad for n in st["names"]],
-                st["exp_avg"], st["exp_avg_sq"], [], steps, foreach=g["foreach"], capturable=False,
-                differentiable=False, fused=None, has_complex=False,
-                decoupled_weight_decay=g.get("decoupled_weight_decay", False), amsgrad=False,
-                beta1=g["betas"][0], beta2=g["betas"][1], lr=g["lr"], weight_decay=g["weight_decay"],
-                eps=g["eps"], maximize=g["maximize"])
+            adam_step_([self.params[key][n] for n in st["names"]], [leaves[n].grad for n in st["names"]],
+                       st["exp_avg"], st["exp_avg_sq"], steps, g)
             torch._foreach_add_(st["step"], 1.0)
 
     # -- batched networks ---------------------------------------------------------------------------
@@ -284,15 +279,13 @@ class VectorTD3:
         obs, act, rew, next_obs, not_done = (torch.stack(x) for x in zip(*batches, strict=True))
         with torch.no_grad():
             noise = torch.stack([torch.randn(act.shape[1:], generator=a.gen, device=a.device) for a in agents])
-            noise = (noise * cfg.policy_noise).clamp(-cfg.noise_clip, cfg.noise_clip) * max_action
-            next_act = (self.actor(self.params["actor_target"], next_obs) + noise).clamp(-max_action, max_action)
-            tq1, tq2 = self.critic(self.params["critic_target"], next_obs, next_act)
-            target = rew + not_done * cfg.gamma * torch.min(tq1, tq2)
+            next_act = smoothed_action(self.actor(self.params["actor_target"], next_obs), noise, cfg, max_action)
+            target = td_target(rew, not_done, *self.critic(self.params["critic_target"], next_obs, next_act), cfg.gamma)
         leaves = self._leaves("critic")
         q1, q2 = self.critic(leaves, obs, act)
         # Per-seed losses; their sum gives each seed its own gradient.
         if self.exact:
-            losses = torch.stack([F.mse_loss(q1[k], target[k]) + F.mse_loss(q2[k], target[k]) for k in range(K)])
+            losses = torch.stack([twin_critic_loss(q1[k], q2[k], target[k]) for k in range(K)])
         else:
             losses = (F.mse_loss(q1, target, reduction="none").mean((1, 2))
                       + F.mse_loss(q2, target, reduction="none").mean((1, 2)))
@@ -312,7 +305,7 @@ class VectorTD3:
             self._scatter_grads("actor", leaves)
             self._optimizer_step("actor", leaves, [a.actor_updates for a in agents], [(b[0],) for b in batches])
             with torch.no_grad():
-                torch._foreach_lerp_(*self._polyak, cfg.tau)
+                soft_update_(*self._polyak, cfg.tau)
             for out, v in zip(outs, actor_losses.tolist(), strict=True):
                 out["actor_loss"] = v
         for a, b in zip(agents, batches, strict=True):
@@ -350,7 +343,7 @@ def check_group(configs: Sequence[TrainConfig]) -> None:
 
 
 def seed_groups(configs: Sequence[TrainConfig], k: int) -> list[list[TrainConfig]]:
-    """``configs`` as work items of :func:`nelib.runner.experiments.run_configs`: TD3 runs equal but for the seed in
+    """``configs`` as work items of :func:`nelib.runner.backends.run_configs`: TD3 runs equal but for the seed in
     groups of at most ``k`` (trained by one :func:`run_vectorized`), every other run alone; order kept."""
     groups: dict[object, list[list[TrainConfig]]] = {}
     items: list[list[TrainConfig]] = []

@@ -89,7 +89,6 @@ def erk_densities(
     shapes: Sequence[Sequence[int]],
     density: float,
     dense: Iterable[int] = (),
-    erk_power: float = 1.0,
 ) -> list[float]:
     """Per-layer densities of the Erdos-Renyi(-Kernel) allocation at global ``density``.
 
@@ -102,7 +101,7 @@ def erk_densities(
     if not 0.0 < density <= 1.0:
         raise ValueError(f"density must be in (0, 1], got {density}")
     sizes = [math.prod(s) for s in shapes]
-    raw = [(sum(s) / math.prod(s)) ** erk_power for s in shapes]
+    raw = [sum(s) / math.prod(s) for s in shapes]
     dense_set = set(dense)
     while True:
         budget = density * sum(sizes) - sum(sizes[i] for i in dense_set)
