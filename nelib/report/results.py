@@ -150,25 +150,28 @@ def results_markdown(store: ResultStore) -> str:
 
 
 def summary_markdown(store: ResultStore) -> str:
-    """The README's table: the headline methods' final scores (mean ± sd over seeds, seeds in brackets) per
-    preset and task, stale runs left out; the same numbers as ``RESULTS.md``."""
+    """The README's table: the headline methods' final scores (mean ± sd over seeds, and their number) per
+    preset and task, the same numbers as ``RESULTS.md``. Stale runs show no number: a cell says "stale only"
+    where nothing else of that method is stored."""
     from nelib.runner.experiments import EXPERIMENTS
 
     methods = list(dict.fromkeys(a.label for e in HEADLINE_EXPERIMENTS for a in EXPERIMENTS.get(e, ())))
     runs = run_table(store)
-    runs = runs[~runs.stale & runs.label.isin(methods)]
-    note = ("Final score: the mean return of the last three evaluations, mean ± sd over seeds (seeds). Stale runs, "
-            "ablations and sensitivity arms: [RESULTS.md](RESULTS.md).")
+    runs = runs[runs.label.isin(methods)]
+    note = ("Final score: the mean return of the last three evaluations, mean ± sd over n seeds. Stale: "
+            "only runs of an earlier definition of the method are stored. Stale runs, ablations and sensitivity "
+            "arms: [RESULTS.md](RESULTS.md).")
     if runs.empty:
-        return f"No current runs of {', '.join(methods)} are stored.\n\n{note}"
+        return f"No runs of {', '.join(methods)} are stored.\n\n{note}"
     columns = list(dict.fromkeys(zip(runs.preset, runs.task, strict=True)))
     lines = ["| method | " + " | ".join(f"{t} (`{p}`)" for p, t in columns) + " |",
              "| --- |" + " --- |" * len(columns)]
     for label in (m for m in methods if m in set(runs.label)):
         cells = []
         for p, t in columns:
-            s = runs[(runs.preset == p) & (runs.task == t) & (runs.label == label)].score
-            cells.append(f"{score_cell(s)} ({len(s)})" if len(s) else "-")
+            g = runs[(runs.preset == p) & (runs.task == t) & (runs.label == label)]
+            s = g[~g.stale].score
+            cells.append(f"{score_cell(s)} (n={len(s)})" if len(s) else "stale only" if len(g) else "-")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + f"\n\n{note}"
 
