@@ -130,7 +130,9 @@ def results_markdown(store: ResultStore) -> str:
              "Stale runs were trained by an earlier definition of their method (`nelib.runner.methods.SUPERSEDED`); "
              "they are listed apart under each table and are not results of that method. Commit, platform "
              "(torch version and device; older records lack it) and command come from each run's JSON record; "
-             "a command is numbered below its table. `data/README.md` lists every run with its wall time."]
+             "a command is numbered below its table, quoted as recorded (runs made before the package was reorganised "
+             "name its old modules: `nelib.sweep`, `nelib.train`, `nelib.vectorized` are now under `nelib.runner`). "
+             "`data/README.md` lists every run with its wall time."]
     if runs.empty:
         return "\n".join([*lines, "", "No runs are stored.", ""])
     links = notebook_links(runs)
