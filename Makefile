@@ -24,11 +24,12 @@ FRESH_BOOL := $(if $(filter 1 true True yes,$(FRESH)),True,False)
 # STORED=1 is the default now (kept so that older commands still work).
 TRAIN_BOOL := $(if $(filter 1 true True yes,$(STORED)),False,$(if $(filter 1 true True yes,$(TRAIN)),True,False))
 
-.PHONY: help setup preset test figures lint bench bench-pixels bench-vectorized clean
+.PHONY: help setup preset test figures results lint bench bench-pixels bench-vectorized clean
 
 help:
 	@echo "make figures [PRESET=ci|laptop|long|paper] [TRAIN=1 [FRESH=1]]  run notebooks/NN_*.ipynb on the stored runs"
 	@echo "make test                                       unit tests and notebooks on the ci preset"
+	@echo "make results                                   rewrite RESULTS.md, the README's summary and data/README.md from data/runs/"
 	@echo "make lint | make bench | make bench-pixels | make bench-vectorized | make clean"
 
 # The stamp is older than requirements.txt when the pins change, which re-runs the install. pip's cache is
@@ -63,6 +64,11 @@ figures: preset
 	      echo "   skipped: no stored runs for this notebook"; else exit 1; fi; \
 	  fi; \
 	done
+
+# RESULTS.md, the README's summary table and data/README.md's index of runs, generated from the stored runs
+# (tests/test_results_page.py fails when they are out of date).
+results: setup
+	$(PY) -m nelib.report.results --data-index
 
 lint: setup
 	$(PY) -m ruff check .
