@@ -157,7 +157,8 @@ def summary_markdown(store: ResultStore) -> str:
     where nothing else of that method is stored."""
     from nelib.runner.experiments import EXPERIMENTS
 
-    methods = list(dict.fromkeys(a.label for e in HEADLINE_EXPERIMENTS for a in EXPERIMENTS.get(e, ())))
+    arms = [a for e in HEADLINE_EXPERIMENTS if e in EXPERIMENTS for a in EXPERIMENTS[e].arms]
+    methods = list(dict.fromkeys(a.label for a in arms))
     runs = run_table(store)
     runs = runs[runs.label.isin(methods)]
     note = ("Final score: the mean return of the last three evaluations, mean ± sd over n seeds. Stale: "
