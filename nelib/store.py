@@ -3,26 +3,32 @@
 Layout under the data folder (``NELIB_DATA`` or the repository's ``data/``)::
 
     runs/<preset>/<task>/<method>[@<variant>]/seed<k>.csv    one tidy row per evaluation
-    runs/<preset>/<task>/<method>/seed<k>.json   config, config hash, git commit, command, wall time
+    runs/<preset>/<task>/<method>/seed<k>.json   config, config hash, git commit, command, wall time,
+                                                 and the CSV's sha256, row count and last step
     checkpoints/...                              resumable state of unfinished runs (not committed)
 
 A stored result is reused only if its config hash matches; a different hash is an error unless the
-caller asks to overwrite. Every write goes to a temporary file that is then renamed over the target.
+caller asks to overwrite. A stored run whose files fail verification (:mod:`nelib.integrity`) is reported
+in one line and counts as missing. Every write goes to a temporary file that is then renamed over the
+target, so a reader sees the old file or the new one, never a part of one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 
+from nelib import integrity
 from nelib.config import NOT_HASHED, TrainConfig
+from nelib.files import atomic_write, note
+from nelib.integrity import DamagedRun, check_rows, verify_run
 from nelib.methods import METHODS, SUPERSEDED
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,19 +60,6 @@ def current_command() -> str:
     if argv0.suffix == ".py" and argv0.parent.name == "nelib":
         return " ".join(["python -m", f"nelib.{argv0.stem}", *sys.argv[1:]])
     return " ".join(sys.argv)
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` and rename the temporary file onto ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def same_config(stored: dict, cfg: TrainConfig) -> bool:
@@ -120,7 +113,7 @@ class ResultStore:
         return (self.root / "checkpoints" / self._key(cfg)).with_suffix(".pt")
 
     def record(self, cfg: TrainConfig) -> dict | None:
-        """The JSON record of ``cfg``'s run key, or None; a corrupt file is a clear error."""
+        """The JSON record of ``cfg``'s run key, or None; an unreadable one raises :class:`DamagedRun`."""
         path = self.json_path(cfg)
         if not path.exists():
             return None
@@ -128,26 +121,44 @@ class ResultStore:
             rec = json.loads(path.read_text())
             rec["hash"]  # noqa: B018 - a record without a hash is corrupt
             return rec
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise ValueError(f"corrupt result record {path} ({e}); delete it to re-run") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
+            raise DamagedRun(path, f"not a result record: {e}") from None
 
-    def load(self, cfg: TrainConfig, overwrite: bool = False) -> pd.DataFrame | None:
-        """The stored rows of this exact config, None if absent (or if ``overwrite``)."""
-        rec = self.record(cfg)
-        if rec is None or overwrite:
-            return None
+    def lookup(self, cfg: TrainConfig) -> tuple[str, pd.DataFrame | None, str]:
+        """``(state, rows, why)`` of ``cfg``'s run: ``stored`` (rows verified), ``missing``, ``damaged``,
+        ``stale`` (an earlier definition of its method) or ``other config``; reads, never writes."""
+        try:
+            rec = self.record(cfg)
+        except DamagedRun as e:
+            return "damaged", None, str(e)
+        if rec is None:
+            return "missing", None, ""
         if rec["hash"] != cfg.hash() and not same_config(rec.get("config", {}), cfg):
             if is_stale_record(rec):
-                raise StaleResult(
+                return "stale", None, (
                     f"{self.json_path(cfg)} is stale: trained by the earlier definition of {cfg.method!r} "
                     f"(see nelib.methods.SUPERSEDED); rerun it with --overwrite")
-            raise ResultMismatch(
+            return "other config", None, (
                 f"{self.json_path(cfg)} holds a run with config hash {rec['hash']}, this config is "
                 f"{cfg.hash()}; pass overwrite=True (CLI: --overwrite) to replace it")
         try:
-            return pd.read_csv(self.csv_path(cfg))
-        except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
-            raise ValueError(f"corrupt result file {self.csv_path(cfg)} ({e}); delete it to re-run") from None
+            return "stored", check_rows(self.csv_path(cfg), rec, cfg), ""
+        except DamagedRun as e:
+            return "damaged", None, str(e)
+
+    def load(self, cfg: TrainConfig, overwrite: bool = False) -> pd.DataFrame | None:
+        """The stored rows of this exact config, verified; None if absent, damaged (said in one line: it
+        counts as missing) or if ``overwrite``. A run of another config raises :class:`ResultMismatch`."""
+        if overwrite:
+            return None
+        state, rows, why = self.lookup(cfg)
+        if state == "stale":
+            raise StaleResult(why)
+        if state == "other config":
+            raise ResultMismatch(why)
+        if state == "damaged":
+            note(f"{why}; it counts as missing: training this run again replaces it")
+        return rows
 
     def save(self, cfg: TrainConfig, rows: pd.DataFrame, wall_time_s: float, commit: str | None = None,
              command: str | None = None, platform: str | None = None) -> None:
@@ -156,16 +167,28 @@ class ResultStore:
         ``commit`` should be taken when the run started (the code that produced the rows); ``platform``
         says what ran it (torch version and device), since a run's numbers depend on both.
         """
-        atomic_write(self.csv_path(cfg), lambda p: rows.to_csv(p, index=False))
+        sha = []
+
+        def write_csv(p: Path) -> None:
+            rows.to_csv(p, index=False)
+            sha.append(hashlib.sha256(p.read_bytes()).hexdigest())
+
+        atomic_write(self.csv_path(cfg), write_csv)
         rec = {"hash": cfg.hash(), "commit": commit or git_commit(), "command": command or current_command(),
                "wall_time_s": round(wall_time_s, 1), **({"platform": platform} if platform else {}),
+               "sha256": sha[0], "rows": len(rows), "last_step": int(rows["step"].iloc[-1]) if len(rows) else None,
                "config": cfg.to_dict()}
         atomic_write(self.json_path(cfg), lambda p: p.write_text(json.dumps(rec, indent=1) + "\n"))
 
     def runs(self, preset: str | None = None) -> pd.DataFrame:
-        """All stored rows (optionally of one preset), with preset/task/method/seed columns."""
+        """All stored rows (optionally of one preset), with preset/task/method/seed columns; damaged runs
+        are left out, each with a line saying so."""
         frames = []
         for path in sorted((self.root / "runs").glob(f"{preset or '*'}/*/*/seed*.csv")):
+            status, why = verify_run(path.with_suffix(".json"), trust_checksum=True)
+            if status == "damaged":
+                note(f"{why}; left out")
+                continue
             df = pd.read_csv(path)
             df["preset"], df["task"] = path.parts[-4], path.parts[-3]
             df["method"], _, df["variant"] = path.parts[-2].partition("@")
@@ -187,16 +210,25 @@ def final_return(csv: Path) -> float:
     return float(pd.read_csv(csv)["return_mean"].iloc[-1])
 
 
+def _verified(path: Path) -> bool:
+    """Whether the run of record ``path`` may be shown (not damaged; see :func:`nelib.integrity.verify_run`)."""
+    return verify_run(path, trust_checksum=True)[0] != "damaged"
+
+
 def index_markdown(store: ResultStore) -> str:
-    """A markdown table of every stored run: key, final return, commit, wall time and command."""
+    """A markdown table of every stored run: key, final return, commit, wall time and command (a damaged
+    run shows no return)."""
     lines = ["| preset | task | method | seed | final return | commit | wall time | command |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for path in sorted((store.root / "runs").glob("*/*/*/seed*.json")):
-        rec = json.loads(path.read_text())
-        csv = path.with_suffix(".csv")
-        final = final_return(csv) if csv.exists() else float("nan")
         preset, task, method = path.parts[-4:-1]
-        lines.append(f"| {preset} | {task} | {method} | {path.stem.removeprefix('seed')} | {final:.0f} | "
+        seed = path.stem.removeprefix("seed")
+        if not _verified(path):
+            lines.append(f"| {preset} | {task} | {method} | {seed} | damaged (python -m nelib.store --check) | | | |")
+            continue
+        rec = json.loads(path.read_text())
+        final = final_return(path.with_suffix(".csv"))
+        lines.append(f"| {preset} | {task} | {method} | {seed} | {final:.0f} | "
                      f"{rec['commit'][:7]} | {rec['wall_time_s'] / 60:.0f} min | `{rec['command']}` |")
     return "\n".join(lines)
 
@@ -220,13 +252,13 @@ def is_stale_record(rec: dict) -> bool:
 def summary_markdown(store: ResultStore) -> str:
     """A markdown table with one row per preset, task and method: the seeds stored, the mean and
     standard deviation over seeds of the final evaluation's return, and each seed's. Runs of an earlier
-    definition of their method are marked ``[stale]``."""
+    definition of their method are marked ``[stale]``; damaged runs are left out."""
     def method_of(path: Path) -> str:
         stale = is_stale_record(json.loads(path.with_suffix(".json").read_text()))
         return path.parts[-2] + (" [stale]" if stale else "")
 
     finals = [(*path.parts[-4:-2], method_of(path), int(path.stem.removeprefix("seed")), final_return(path))
-              for path in sorted((store.root / "runs").glob("*/*/*/seed*.csv"))]
+              for path in sorted((store.root / "runs").glob("*/*/*/seed*.csv")) if _verified(path.with_suffix(".json"))]
     lines = ["| preset | task | method | seeds | final return: mean ± sd over seeds | per seed |",
              "| --- | --- | --- | --- | --- | --- |"]
     if not finals:
@@ -280,8 +312,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--write", action="store_true", help="write the index into <root>/README.md instead of printing")
     p.add_argument("--readme", default=None, metavar="PATH",
                    help="rewrite the summary table between the markers in PATH (the project README)")
+    p.add_argument("--check", action="store_true",
+                   help="verify every stored run (record, config, rows, checksum); exit 1 unless all pass")
+    p.add_argument("--add-checksums", action="store_true",
+                   help="add sha256, rows and last step to the records that lack them, once their CSVs verify "
+                        "(never changes a CSV; running it again changes nothing)")
     args = p.parse_args(argv)
     store = ResultStore(args.root)
+    if args.check or args.add_checksums:
+        lines, ok = integrity.add_checksums(store.root) if args.add_checksums else integrity.check_store(store.root)
+        print("\n".join(lines))
+        sys.exit(0 if ok else 1)
     if args.readme:
         try:
             print(f"wrote {write_summary(store, args.readme)}")
