@@ -20,6 +20,7 @@ from nelib import presets
 from nelib.config import TrainConfig, make_config
 from nelib.cyclic import parse_cycle
 from nelib.methods import METHODS
+from nelib.preflight import check_config
 from nelib.store import ResultStore, current_command
 
 
@@ -254,12 +255,23 @@ def run_configs(configs: list[TrainConfig], store: ResultStore | None = None, wo
         raise ValueError("vectorized seeds run on the local backend only")
     store = store or ResultStore()
     todo, failures = [], []
+
+    def failed(cfg, error):  # each failure is said once, as it happens
+        failures.append((cfg, error))
+        tqdm.write(f"FAILED {cfg.task} {cfg.method}{'@' + cfg.variant if cfg.variant else ''} seed {cfg.seed}: "
+                   f"{error}")
+
     for c in configs:
         try:
-            if fresh or store.load(c) is None:
-                todo.append(c)
-        except ValueError as e:  # a stored run of another config, or a corrupt file: report, go on
-            failures.append((c, str(e)))
+            check_config(c)
+        except ValueError as e:  # an unknown task or method, a value out of range: not started
+            failed(c, str(e))
+            continue
+        state, _, why = store.lookup(c)
+        if fresh or state in ("missing", "damaged"):  # a damaged run is re-trained; its run says so
+            todo.append(c)
+        elif state != "stored":  # a stored run of another config, or of an earlier method definition
+            failed(c, why)
     if not todo:
         return failures
     ray_workers = workers  # None: as many as the Ray cluster has CPUs
@@ -270,8 +282,7 @@ def run_configs(configs: list[TrainConfig], store: ResultStore | None = None, wo
 
     def done(cfg, error):
         if error:
-            failures.append((cfg, error))
-            tqdm.write(f"run failed: {cfg.task} {cfg.method} seed {cfg.seed}: {error}")
+            failed(cfg, error)
         bar.update(1)
 
     if vectorize == "auto":
@@ -351,15 +362,12 @@ def run_experiment(name: str, preset: str = presets.DEFAULT, store: ResultStore 
     if train:
         failures = run_configs(configs, store, workers, fresh, progress, backend=backend, address=address)
     else:
-        failures = []
-        stored = [c for c in configs if store.record(c) is not None]
+        looked_up = [(c, store.lookup(c)) for c in configs]
+        stored = [c for c, (state, _, _) in looked_up if state != "missing"]
         print(f"stored runs only: {len(stored)} of {len(configs)} runs of {name!r} at preset {preset!r} "
               f"are in {store.root}; the missing ones are left out")
-        for cfg in stored:
-            try:
-                store.load(cfg)
-            except ValueError as e:  # stale (an earlier method definition), another config, or corrupt
-                failures.append((cfg, str(e)))
+        # stale (an earlier method definition), another config, or damaged (it counts as missing)
+        failures = [(c, why) for c, (state, _, why) in looked_up if state not in ("stored", "missing")]
         configs = stored
     frames = []
     for cfg in configs:
