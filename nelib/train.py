@@ -42,8 +42,11 @@ def platform_of(device: torch.device) -> str:
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; a one-line error for a device this machine lacks."""
-    return preflight.check_device(name)
+    """``auto`` -> CUDA when available, else CPU (a name only: :func:`nelib.preflight.check_device` checks
+    that the device is there)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
 
 
 def runs_on_cuda(configs) -> bool:
@@ -141,7 +144,7 @@ class Run:
 
     def __init__(self, cfg: TrainConfig, store: ResultStore, device: torch.device | None = None):
         self.cfg, self.store = cfg, store
-        self.device = device = device or resolve_device(cfg.device)
+        self.device = device = device or preflight.check_device(cfg.device)
         preflight.check_writable([store.csv_path(cfg).parent, store.checkpoint_path(cfg).parent])
         pixels = {"action_repeat": cfg.drq.action_repeat, "frame_stack": cfg.drq.frame_stack,
                   "image_size": cfg.drq.image_size} if cfg.algo == "drq" else {}
