@@ -162,7 +162,9 @@ class ResultStore:
 
     def save(self, cfg: TrainConfig, rows: pd.DataFrame, wall_time_s: float, commit: str | None = None,
              command: str | None = None, platform: str | None = None) -> None:
-        """Write the rows and the record (config, hash, commit, command, wall time, platform), atomically.
+        """Write the rows, then the record (config, hash, commit, command, wall time, platform, and the sha256,
+        row count and last step of the CSV as written), each atomically: a crash between the two leaves a
+        record whose checksum the new CSV fails, so the run counts as missing, never as stored.
 
         ``commit`` should be taken when the run started (the code that produced the rows); ``platform``
         says what ran it (torch version and device), since a run's numbers depend on both.
