@@ -71,11 +71,6 @@ def read_csv_checked(path: Path) -> tuple[pd.DataFrame, dict]:
     return df, facts
 
 
-def file_facts(path: Path) -> dict:
-    """sha256, row count and last step of a CSV (for the record :meth:`nelib.store.ResultStore.save` writes)."""
-    return read_csv_checked(path)[1]
-
-
 def check_rows(path: Path, rec: dict, cfg: TrainConfig | None = None) -> pd.DataFrame:
     """The rows of ``path``, verified against its record ``rec`` and, given ``cfg``, against the evaluation
     schedule of ``cfg``; raises :class:`DamagedRun` naming what does not match."""
@@ -132,7 +127,8 @@ def verify_run(json_path: Path, trust_checksum: bool = False) -> tuple[str, str]
     if "sha256" not in rec:
         return "legacy", f"{json_path}: legacy, no checksum"
     detail = "" if rec["hash"] == cfg.hash() else (
-        f"{json_path}: hash {rec['hash']} written by an older nelib (the config's hash is now {cfg.hash()})")
+        f"note: {json_path}: its hash {rec['hash']} is not its config's ({cfg.hash()}): written by an older nelib, "
+        "or its config was edited by hand")
     return "ok", detail
 
 
@@ -142,10 +138,6 @@ def stored_records(root: Path) -> tuple[list[Path], list[Path]]:
     records = sorted(runs.glob("*/*/*/seed*.json"))
     orphans = [p for p in sorted(runs.glob("*/*/*/seed*.csv")) if not p.with_suffix(".json").exists()]
     return records, orphans
-
-
-def add_checksums_command(root: Path | str) -> str:
-    return f"python -m nelib.store --add-checksums {root}"
 
 
 def check_store(root: Path | str) -> tuple[list[str], bool]:
@@ -165,7 +157,8 @@ def check_store(root: Path | str) -> tuple[list[str], bool]:
         counts["damaged"] += 1
         lines.append(f"DAMAGED {path}: rows without a record; delete it and re-run it")
     if counts["legacy"]:
-        lines.append(f"{counts['legacy']} legacy runs have no checksum; add them with: {add_checksums_command(root)}")
+        lines.append(f"{counts['legacy']} legacy runs have no checksum; add them with: "
+                     f"python -m nelib.store --add-checksums {root}")
     total = len(records) + len(orphans)
     ok = total > 0 and counts["ok"] == total
     lines.append(f"{'ok' if ok else 'FAILED'}: {total} stored runs under {root}: {counts['ok']} verified, "
@@ -174,7 +167,7 @@ def check_store(root: Path | str) -> tuple[list[str], bool]:
     return lines, ok
 
 
-def with_checksums(rec: dict, facts: dict) -> dict:
+def _with_checksums(rec: dict, facts: dict) -> dict:
     """``rec`` with the checksum fields set, placed before its config (which stays last, as ``save`` writes)."""
     out = {k: v for k, v in rec.items() if k not in (*CHECKSUM_FIELDS, "config")}
     return {**out, **{k: facts[k] for k in CHECKSUM_FIELDS}, **({"config": rec["config"]} if "config" in rec else {})}
@@ -199,7 +192,7 @@ def add_checksums(root: Path | str) -> tuple[list[str], bool]:
             continue
         csv_path = path.with_suffix(".csv")
         before = read_csv_checked(csv_path)[1]
-        rec = with_checksums(json.loads(path.read_text()), before)
+        rec = _with_checksums(json.loads(path.read_text()), before)
         atomic_write(path, lambda p, rec=rec: p.write_text(json.dumps(rec, indent=1) + "\n"))
         if read_csv_checked(csv_path)[1] != before or verify_run(path)[0] != "ok":  # a CSV changed meanwhile
             raise RuntimeError(f"{csv_path} changed while its checksum was added; run this again")

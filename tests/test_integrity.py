@@ -250,6 +250,19 @@ def test_a_result_that_cannot_be_stored_is_kept_and_stored_by_the_next_run(tmp_p
     assert final_line(out).endswith("at step 400") and not path.exists() and check_store(tmp_path)[1]
 
 
+def test_a_checkpoint_that_cannot_be_written_is_said_and_the_run_goes_on(tmp_path, capsys, monkeypatch):
+    def full_disk(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoints, "save_checkpoint", full_disk)
+    code, out, err = cli(capsys, *FAKE_RUN, "--data-dir", str(tmp_path))
+    path = ResultStore(tmp_path).checkpoint_path(make_config(FAKE, "td3", 0, "ci"))
+    assert code == 0 and final_line(out).endswith("at step 400") and err.splitlines() == [
+        f"nelib: td3 {FAKE} seed 0: could not write the checkpoint {path} (No space left on device) at step {t}; "
+        "training goes on, the previous checkpoint is kept" for t in (100, 200, 300)]
+    assert check_store(tmp_path)[1]
+
+
 @pytest.mark.parametrize("args, message", [
     (["--data-dir", "/proc/nope"], "error: cannot write to /proc/nope/runs/ci/HalfCheetah-v5/td3 (No such file or "
                                    "directory); pass a writable --data-dir (or set NELIB_DATA)"),
@@ -263,6 +276,8 @@ def test_a_result_that_cannot_be_stored_is_kept_and_stored_by_the_next_run(tmp_p
     (["--seed", "-1"], "error: seed must be >= 0, got -1"),
     (["--agent.lr", "nan"], "error: agent.lr must be a finite number, got nan"),
     (["--agent.expl_noise", "-0.1"], "error: agent.expl_noise must be >= 0, got -0.1"),
+    (["junk"], "error: unexpected argument 'junk' (see python -m nelib.train --help)"),
+    (["--steps"], "error: argument --steps: expected one argument (see python -m nelib.train --help)"),
 ])
 def test_bad_settings_stop_before_training_in_one_line(args, message, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a CPU-only torch
@@ -288,6 +303,7 @@ def test_cuda_on_a_cpu_only_torch_is_one_line_from_the_shell(tmp_path):
                          "e.g. 0,1,2"),
     (["--vectorize", "x"], "error: --vectorize must be auto or a whole number (0: off), got 'x'"),
     (["--data-dir", "/proc/nope"], "error: cannot write to /proc/nope/runs (No such file or directory)"),
+    (["--workers", "0"], "error: --workers must be >= 1, got 0"),
 ])
 def test_a_sweep_checks_its_whole_grid_first_and_says_each_problem_once(args, message, tmp_path, capsys, monkeypatch):
     import nelib.experiments as experiments
