@@ -169,7 +169,12 @@ class Run:
         self.ckpt_path, self.ckpt_step = store.checkpoint_path(cfg), None
         if checkpoints.exists(self.ckpt_path):
             ckpt, used = checkpoints.load_checkpoint(self.ckpt_path, map_location=device)
-            self._restore(ckpt, used)
+            try:
+                self._restore(ckpt, used)
+            except (KeyError, TypeError, RuntimeError) as e:  # a missing part, or tensors of other shapes
+                raise checkpoints.CheckpointError(f"checkpoint {used} does not fit this run ({type(e).__name__}: "
+                                                  f"{str(e).splitlines()[0] if str(e) else ''}); delete it to "
+                                                  "start the run over") from None
             note(f"{run_label(cfg)}: resuming from its checkpoint {used} at step {self.t} of {cfg.steps}")
         self.next_ckpt = ((self.t // cfg.checkpoint_every + 1) * cfg.checkpoint_every
                           if cfg.checkpoint_every else None)

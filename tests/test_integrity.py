@@ -199,6 +199,17 @@ def test_a_cut_checkpoint_with_no_previous_one_stops_in_one_line_naming_it(tmp_p
     assert checkpoints.exists(path)
 
 
+def test_a_checkpoint_that_does_not_fit_the_run_stops_in_one_line(tmp_path, capsys):
+    store = ResultStore(tmp_path)
+    cfg = make_config(FAKE, "td3", 0, "ci")
+    path = store.checkpoint_path(cfg)
+    path.parent.mkdir(parents=True)
+    torch.save({"hash": cfg.hash(), "t": 100}, path)  # the right config, but no agent in it
+    code, _, err = cli(capsys, "--task", FAKE, "--preset", "ci", "--progress", "0", "--data-dir", str(tmp_path))
+    assert code == 1 and one_line(err) == (
+        f"error: checkpoint {path} does not fit this run (KeyError: 'agent'); delete it to start the run over")
+
+
 def test_a_checkpoint_carrying_a_foreign_object_is_refused_in_one_line(tmp_path, capsys):
     marker = tmp_path / "ran"
 
