@@ -48,7 +48,9 @@ preset: setup
 	$(eval PRESET_ERROR := $(shell $(PY) -m nelib.runner.presets '$(PRESET)' 2>&1 >/dev/null))
 	$(if $(PRESET_ERROR),$(error $(PRESET_ERROR)))
 
+# The committed runs are verified first (checksums, rows, configs): a damaged result fails the build.
 test: setup
+	$(PY) -m nelib.runner.store --check data
 	NELIB_PRESET=ci $(PY) -m pytest --durations=5 tests
 	NELIB_PRESET=ci $(PY) -m pytest --nbval-lax --nbval-current-env notebooks/
 

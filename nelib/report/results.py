@@ -20,7 +20,8 @@ from pathlib import Path
 import pandas as pd
 
 from nelib.report.analysis import final_scores
-from nelib.runner.store import REPO, ResultStore, atomic_write, is_stale_record
+from nelib.runner.files import atomic_write
+from nelib.runner.store import REPO, ResultStore, is_stale_record
 
 LAST = 3
 """Evaluations averaged into a run's final score."""
@@ -130,8 +131,8 @@ def results_markdown(store: ResultStore) -> str:
              "Stale runs were trained by an earlier definition of their method (`nelib.runner.methods.SUPERSEDED`); "
              "they are listed apart under each table and are not results of that method. Commit, platform "
              "(torch version and device; older records lack it) and command come from each run's JSON record; "
-             "a command is numbered below its table, quoted as recorded (runs made before the package was reorganised "
-             "name its old modules: `nelib.sweep`, `nelib.train`, `nelib.vectorized` are now under `nelib.runner`). "
+             "a command is numbered below its table, quoted as recorded (runs made before the package was "
+             "reorganised name its old module paths, e.g. `nelib.train` for today's `nelib.runner.train`). "
              "`data/README.md` lists every run with its wall time."]
     if runs.empty:
         return "\n".join([*lines, "", "No runs are stored.", ""])

@@ -16,6 +16,7 @@ import traceback
 from tqdm import tqdm  # plain text bar: readable in notebooks, logs and CI alike
 
 from nelib.runner.config import TrainConfig
+from nelib.runner.preflight import check_config
 from nelib.runner.store import ResultStore, current_command
 
 
@@ -141,12 +142,22 @@ def run_configs(configs: list[TrainConfig], store: ResultStore | None = None, wo
         raise ValueError("vectorized seeds run on the local backend only")
     store = store or ResultStore()
     todo, failures = [], []
+
+    def failed(cfg, error):  # each failure is said once, as it happens
+        failures.append((cfg, error))
+        tqdm.write(f"FAILED {cfg.task} {cfg.label} seed {cfg.seed}: {error}")
+
     for c in configs:
         try:
-            if fresh or store.load(c) is None:
-                todo.append(c)
-        except ValueError as e:  # a stored run of another config, or a corrupt file: report, go on
-            failures.append((c, str(e)))
+            check_config(c)
+        except ValueError as e:  # an unknown task or method, a value out of range: not started
+            failed(c, str(e))
+            continue
+        state, _, why = store.lookup(c)
+        if fresh or state in ("missing", "damaged"):  # a damaged run is re-trained; its run says so
+            todo.append(c)
+        elif state != "stored":  # a stored run of another config, or of an earlier method definition
+            failed(c, why)
     if not todo:
         return failures
     ray_workers = workers  # None: as many as the Ray cluster has CPUs
@@ -157,8 +168,7 @@ def run_configs(configs: list[TrainConfig], store: ResultStore | None = None, wo
 
     def done(cfg, error):
         if error:
-            failures.append((cfg, error))
-            tqdm.write(f"run failed: {cfg.task} {cfg.method} seed {cfg.seed}: {error}")
+            failed(cfg, error)
         bar.update(1)
 
     if vectorize == "auto":

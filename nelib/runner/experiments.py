@@ -172,15 +172,12 @@ def run_experiment(name: str, preset: str = presets.DEFAULT, store: ResultStore 
     if train:
         failures = run_configs(configs, store, workers, fresh, progress, backend=backend, address=address)
     else:
-        failures = []
-        stored = [c for c in configs if store.record(c) is not None]
+        looked_up = [(c, store.lookup(c)) for c in configs]
+        stored = [c for c, (state, _, _) in looked_up if state != "missing"]
         print(f"stored runs only: {len(stored)} of {len(configs)} runs of {name!r} at preset {preset!r} "
               f"are in {store.root}; the missing ones are left out")
-        for cfg in stored:
-            try:
-                store.load(cfg)
-            except ValueError as e:  # stale (an earlier method definition), another config, or corrupt
-                failures.append((cfg, str(e)))
+        # stale (an earlier method definition), another config, or damaged (it counts as missing)
+        failures = [(c, why) for c, (state, _, why) in looked_up if state not in ("stored", "missing")]
         configs = stored
     frames = []
     for cfg in configs:

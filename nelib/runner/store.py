@@ -3,25 +3,31 @@
 Layout under the data folder (``NELIB_DATA`` or the repository's ``data/``)::
 
     runs/<preset>/<task>/<method>[@<variant>]/seed<k>.csv    one tidy row per evaluation
-    runs/<preset>/<task>/<method>/seed<k>.json   config, config hash, git commit, command, wall time
+    runs/<preset>/<task>/<method>/seed<k>.json   config, config hash, git commit, command, wall time,
+                                                 and the CSV's sha256, row count and last step
     checkpoints/...                              resumable state of unfinished runs (not committed)
 
 A stored result is reused only if its config hash matches; a different hash is an error unless the
-caller asks to overwrite. Every write goes to a temporary file that is then renamed over the target.
+caller asks to overwrite. A stored run whose files fail verification (:mod:`nelib.runner.integrity`) is reported
+in one line and counts as missing. Every write goes to a temporary file that is then renamed over the
+target, so a reader sees the old file or the new one, never a part of one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 
+from nelib.runner import integrity
 from nelib.runner.config import NOT_HASHED, TrainConfig
+from nelib.runner.files import atomic_write, note
+from nelib.runner.integrity import DamagedRun, check_rows, verify_run
 from nelib.runner.methods import METHODS, SUPERSEDED
 
 REPO = Path(__file__).resolve().parents[2]
@@ -53,19 +59,6 @@ def current_command() -> str:
     if argv0.suffix == ".py" and argv0.parent.name == "nelib":
         return " ".join(["python -m", f"nelib.{argv0.stem}", *sys.argv[1:]])
     return " ".join(sys.argv)
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` and rename the temporary file onto ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def same_config(stored: dict, cfg: TrainConfig) -> bool:
@@ -119,7 +112,7 @@ class ResultStore:
         return (self.root / "checkpoints" / self._key(cfg)).with_suffix(".pt")
 
     def record(self, cfg: TrainConfig) -> dict | None:
-        """The JSON record of ``cfg``'s run key, or None; a corrupt file is a clear error."""
+        """The JSON record of ``cfg``'s run key, or None; an unreadable one raises :class:`DamagedRun`."""
         path = self.json_path(cfg)
         if not path.exists():
             return None
@@ -127,44 +120,76 @@ class ResultStore:
             rec = json.loads(path.read_text())
             rec["hash"]  # noqa: B018 - a record without a hash is corrupt
             return rec
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise ValueError(f"corrupt result record {path} ({e}); delete it to re-run") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
+            raise DamagedRun(path, f"not a result record: {e}") from None
 
-    def load(self, cfg: TrainConfig, overwrite: bool = False) -> pd.DataFrame | None:
-        """The stored rows of this exact config, None if absent (or if ``overwrite``)."""
-        rec = self.record(cfg)
-        if rec is None or overwrite:
-            return None
+    def lookup(self, cfg: TrainConfig) -> tuple[str, pd.DataFrame | None, str]:
+        """``(state, rows, why)`` of ``cfg``'s run: ``stored`` (rows verified), ``missing``, ``damaged``,
+        ``stale`` (an earlier definition of its method) or ``other config``; reads, never writes."""
+        try:
+            rec = self.record(cfg)
+        except DamagedRun as e:
+            return "damaged", None, str(e)
+        if rec is None:
+            return "missing", None, ""
         if rec["hash"] != cfg.hash() and not same_config(rec.get("config", {}), cfg):
             if is_stale_record(rec):
-                raise StaleResult(
+                return "stale", None, (
                     f"{self.json_path(cfg)} is stale: trained by the earlier definition of {cfg.method!r} "
                     f"(see nelib.runner.methods.SUPERSEDED); rerun it with --overwrite")
-            raise ResultMismatch(
+            return "other config", None, (
                 f"{self.json_path(cfg)} holds a run with config hash {rec['hash']}, this config is "
                 f"{cfg.hash()}; pass overwrite=True (CLI: --overwrite) to replace it")
         try:
-            return pd.read_csv(self.csv_path(cfg))
-        except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
-            raise ValueError(f"corrupt result file {self.csv_path(cfg)} ({e}); delete it to re-run") from None
+            return "stored", check_rows(self.csv_path(cfg), rec, cfg), ""
+        except DamagedRun as e:
+            return "damaged", None, str(e)
+
+    def load(self, cfg: TrainConfig, overwrite: bool = False) -> pd.DataFrame | None:
+        """The stored rows of this exact config, verified; None if absent, damaged (said in one line: it
+        counts as missing) or if ``overwrite``. A run of another config raises :class:`ResultMismatch`."""
+        if overwrite:
+            return None
+        state, rows, why = self.lookup(cfg)
+        if state == "stale":
+            raise StaleResult(why)
+        if state == "other config":
+            raise ResultMismatch(why)
+        if state == "damaged":
+            note(f"{why}; it counts as missing: training this run again replaces it")
+        return rows
 
     def save(self, cfg: TrainConfig, rows: pd.DataFrame, wall_time_s: float, commit: str | None = None,
              command: str | None = None, platform: str | None = None) -> None:
-        """Write the rows and the record (config, hash, commit, command, wall time, platform), atomically.
+        """Write the rows, then the record (config, hash, commit, command, wall time, platform, and the sha256,
+        row count and last step of the CSV as written), each atomically: a crash between the two leaves a
+        record whose checksum the new CSV fails, so the run counts as missing, never as stored.
 
         ``commit`` should be taken when the run started (the code that produced the rows); ``platform``
         says what ran it (torch version and device), since a run's numbers depend on both.
         """
-        atomic_write(self.csv_path(cfg), lambda p: rows.to_csv(p, index=False))
+        sha = []
+
+        def write_csv(p: Path) -> None:
+            rows.to_csv(p, index=False)
+            sha.append(hashlib.sha256(p.read_bytes()).hexdigest())
+
+        atomic_write(self.csv_path(cfg), write_csv)
         rec = {"hash": cfg.hash(), "commit": commit or git_commit(), "command": command or current_command(),
                "wall_time_s": round(wall_time_s, 1), **({"platform": platform} if platform else {}),
+               "sha256": sha[0], "rows": len(rows), "last_step": int(rows["step"].iloc[-1]) if len(rows) else None,
                "config": cfg.to_dict()}
         atomic_write(self.json_path(cfg), lambda p: p.write_text(json.dumps(rec, indent=1) + "\n"))
 
     def runs(self, preset: str | None = None) -> pd.DataFrame:
-        """All stored rows (optionally of one preset), with preset/task/method/seed columns."""
+        """All stored rows (optionally of one preset), with preset/task/method/seed columns; damaged runs
+        are left out, each with a line saying so."""
         frames = []
         for path in sorted((self.root / "runs").glob(f"{preset or '*'}/*/*/seed*.csv")):
+            status, why = verify_run(path.with_suffix(".json"), trust_checksum=True)
+            if status == "damaged":
+                note(f"{why}; left out")
+                continue
             df = pd.read_csv(path)
             df["preset"], df["task"] = path.parts[-4], path.parts[-3]
             df["method"], _, df["variant"] = path.parts[-2].partition("@")
@@ -209,11 +234,20 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("root", nargs="?", default=None, help="results store root (default: $NELIB_DATA or ./data)")
     p.add_argument("--write", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--readme", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--check", action="store_true",
+                   help="verify every stored run (record, config, rows, checksum); exit 1 unless all pass")
+    p.add_argument("--add-checksums", action="store_true",
+                   help="add sha256, rows and last step to the records that lack them, once their CSVs verify "
+                        "(never changes a CSV; running it again changes nothing)")
     args = p.parse_args(argv)
     if args.write or args.readme:
         p.error("the index and the README's summary are written by `python -m nelib.report.results` now "
                 "(--data-index for data/README.md)")
     store = ResultStore(args.root)
+    if args.check or args.add_checksums:
+        lines, ok = integrity.add_checksums(store.root) if args.add_checksums else integrity.check_store(store.root)
+        print("\n".join(lines))
+        sys.exit(0 if ok else 1)
     print(f"{len(list((store.root / 'runs').glob('*/*/*/seed*.json')))} runs stored under {store.root / 'runs'}; "
           "results pages: python -m nelib.report.results")
 

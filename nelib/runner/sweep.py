@@ -8,12 +8,13 @@ With ``--backend ray`` each run is a Ray task instead (see ``--help``).
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from nelib.runner import presets
 from nelib.runner.backends import BACKENDS, run_configs
+from nelib.runner.cli import OneLineParser, parse_seeds
 from nelib.runner.experiments import EXPERIMENTS, experiment_configs
+from nelib.runner.preflight import check_grid
 from nelib.runner.store import ResultStore, store_for
 
 RAY_EPILOG = """\
@@ -35,8 +36,7 @@ def select_arms(configs, labels: list[str]):
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m nelib.runner.sweep", description=__doc__.split("\n")[0],
-                                epilog=RAY_EPILOG)
+    p = OneLineParser(prog="python -m nelib.runner.sweep", description=__doc__.split("\n")[0], epilog=RAY_EPILOG)
     p.add_argument("--experiment", required=True, help=f"one of: {', '.join(EXPERIMENTS)}")
     p.add_argument("--preset", default=presets.DEFAULT, help=f"one of: {', '.join(presets.PRESETS)}")
     p.add_argument("--tasks", default=None, help="comma-separated tasks (default: the preset's)")
@@ -60,25 +60,36 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     try:
         tasks = args.tasks.split(",") if args.tasks else None
-        seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
+        seeds = parse_seeds(args.seeds) if args.seeds else None
+        if args.vectorize != "auto" and not args.vectorize.isdigit():
+            raise ValueError(f"--vectorize must be auto or a whole number (0: off), got {args.vectorize!r}")
+        if args.workers is not None and args.workers < 1:
+            raise ValueError(f"--workers must be >= 1, got {args.workers}")
         store = ResultStore(args.data_dir) if args.data_dir else store_for(args.preset)
         configs = experiment_configs(args.experiment, args.preset, tasks, seeds)
         if args.methods:
             configs = select_arms(configs, args.methods.split(","))
-        if args.dry_run:
-            for c in configs:
-                stored = store.record(c) is not None
-                print(f"{'stored ' if stored else 'missing'} {c.task} {c.method}{'@' + c.variant if c.variant else ''} "
-                      f"seed {c.seed}")
-            return
-        vectorize = args.vectorize if args.vectorize == "auto" else int(args.vectorize)
+    except ValueError as e:
+        sys.exit(f"error: {e}")
+    # The whole grid is checked before any run starts; each problem is said once.
+    errors = check_grid(configs, None if args.dry_run else store)
+    if errors:
+        sys.exit("\n".join(f"error: {e}" for e in errors))
+    if args.dry_run:
+        for c in configs:
+            state, _, why = store.lookup(c)
+            note = {"stored": "", "missing": ""}.get(state, f" ({why})")
+            print(f"{'stored ' if state == 'stored' else 'missing' if state in ('missing', 'damaged') else state} "
+                  f"{c.task} {c.method}{'@' + c.variant if c.variant else ''} seed {c.seed}{note}")
+        return
+    vectorize = args.vectorize if args.vectorize == "auto" else int(args.vectorize)
+    try:
         failures = run_configs(configs, store, args.workers, args.fresh, backend=args.backend, address=args.address,
                                vectorize=vectorize)
     except (ValueError, ImportError) as e:  # ImportError: --backend ray without ray installed
         sys.exit(f"error: {e}")
-    print(f"{len(configs) - len(failures)} of {len(configs)} runs stored under {store.root}")
-    for cfg, err in failures:
-        print(f"FAILED {cfg.task} {cfg.method} seed {cfg.seed}: {err}")
+    print(f"{len(configs) - len(failures)} of {len(configs)} runs stored under {store.root}"
+          + (f"; {len(failures)} FAILED (each said above)" if failures else ""))
     if failures:
         sys.exit(1)
 

@@ -4,13 +4,16 @@ A run evaluates every ``eval_every`` steps (and at step 0), writes its rows to t
 and checkpoints everything it needs to resume (agent, optimizers, masks, replay buffer, RNG states)
 at the first episode end after every ``checkpoint_every`` steps. Restarted with the same command, it
 continues from the checkpoint and, on CPU, ends with the same result as an uninterrupted run.
+Before it trains, the run is checked (:mod:`nelib.runner.preflight`); a NaN or infinite loss stops it, and a
+result that cannot be stored is kept in a checkpoint, so that nothing trained is lost.
 """
 
 from __future__ import annotations
 
-import argparse
+import math
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -24,12 +27,12 @@ from nelib.agents.td3 import TD3
 from nelib.baselines.injection import InjectionIntervention
 from nelib.baselines.redo import RedoIntervention
 from nelib.baselines.reset import ResetIntervention
-from nelib.envs import check_task, make_env
+from nelib.envs import make_env
 from nelib.envs.cyclic import CyclicEnv
-from nelib.runner import presets
-from nelib.runner.config import TrainConfig, fields, make_config
-from nelib.runner.methods import METHODS
-from nelib.runner.store import ResultStore, atomic_write, git_commit
+from nelib.runner import checkpoints, preflight
+from nelib.runner.cli import parse_args  # noqa: F401 - nelib.runner.vectorized parses with it
+from nelib.runner.config import TrainConfig
+from nelib.runner.store import ResultStore, git_commit, note
 
 
 def platform_of(device: torch.device) -> str:
@@ -39,7 +42,8 @@ def platform_of(device: torch.device) -> str:
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU."""
+    """``auto`` -> CUDA when available, else CPU (a name only: :func:`nelib.runner.preflight.check_device` checks
+    that the device is there)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
@@ -112,12 +116,23 @@ def evaluate(agent: TD3 | DrQ, env, episodes: int, seed: int) -> tuple[float, fl
     return float(np.mean(returns)), float(np.std(returns))
 
 
+def run_label(cfg: TrainConfig) -> str:
+    return f"{cfg.method}{'@' + cfg.variant if cfg.variant else ''} {cfg.task} seed {cfg.seed}"
+
+
 def stored_rows(cfg: TrainConfig, store: ResultStore, overwrite: bool = False) -> pd.DataFrame | None:
-    """Check ``cfg``'s task and method; return its stored rows if this exact config is stored, else None."""
-    check_task(cfg.task)
-    if cfg.method not in METHODS:
-        raise ValueError(f"unknown method {cfg.method!r}; known methods: {', '.join(METHODS)}")
-    return store.load(cfg, overwrite=overwrite)
+    """Check ``cfg`` (task, method, values: :func:`nelib.runner.preflight.check_config`); return its stored rows
+    if this exact config is stored and verifies (saying so in one line), else None."""
+    preflight.check_config(cfg)
+    rows = store.load(cfg, overwrite=overwrite)
+    if rows is not None:
+        note(f"{run_label(cfg)}: loaded from the store ({store.csv_path(cfg)}, {len(rows)} evaluations to step "
+             f"{int(rows['step'].iloc[-1])}); --overwrite trains it again")
+    return rows
+
+
+class Diverged(ValueError):
+    """A loss became NaN or infinite: the run stops, its last checkpoint (written before) is kept."""
 
 
 class Run:
@@ -129,7 +144,8 @@ class Run:
 
     def __init__(self, cfg: TrainConfig, store: ResultStore, device: torch.device | None = None):
         self.cfg, self.store = cfg, store
-        self.device = device = device or resolve_device(cfg.device)
+        self.device = device = device or preflight.check_device(cfg.device)
+        preflight.check_writable([store.csv_path(cfg).parent, store.checkpoint_path(cfg).parent])
         pixels = {"action_repeat": cfg.drq.action_repeat, "frame_stack": cfg.drq.frame_stack,
                   "image_size": cfg.drq.image_size} if cfg.algo == "drq" else {}
         self.env, self.eval_env = make_env(cfg.task, **pixels), make_env(cfg.task, **pixels)
@@ -150,17 +166,24 @@ class Run:
         self.losses: dict[str, float] = {}
         self.obs, _ = env.reset(seed=cfg.seed)
         self.needs_reset = False
-        self.ckpt_path = store.checkpoint_path(cfg)
-        if self.ckpt_path.exists():
-            self._restore(torch.load(self.ckpt_path, map_location=device, weights_only=False))
+        self.ckpt_path, self.ckpt_step = store.checkpoint_path(cfg), None
+        if checkpoints.exists(self.ckpt_path):
+            ckpt, used = checkpoints.load_checkpoint(self.ckpt_path, map_location=device)
+            try:
+                self._restore(ckpt, used)
+            except (KeyError, TypeError, RuntimeError) as e:  # a missing part, or tensors of other shapes
+                raise checkpoints.CheckpointError(f"checkpoint {used} does not fit this run ({type(e).__name__}: "
+                                                  f"{str(e).splitlines()[0] if str(e) else ''}); delete it to "
+                                                  "start the run over") from None
+            note(f"{run_label(cfg)}: resuming from its checkpoint {used} at step {self.t} of {cfg.steps}")
         self.next_ckpt = ((self.t // cfg.checkpoint_every + 1) * cfg.checkpoint_every
                           if cfg.checkpoint_every else None)
         self.start = time.perf_counter()
 
-    def _restore(self, ckpt: dict) -> None:
+    def _restore(self, ckpt: dict, path: Path) -> None:
         cfg = self.cfg
         if ckpt.get("hash") != cfg.hash():
-            raise ValueError(f"checkpoint {self.ckpt_path} was written by another config (hash {ckpt.get('hash')}, "
+            raise ValueError(f"checkpoint {path} was written by another config (hash {ckpt.get('hash')}, "
                              f"now {cfg.hash()}); delete it to start over")
         self.agent.load_state_dict(ckpt["agent"])
         self.buffer.load_state_dict(ckpt["buffer"])
@@ -171,25 +194,39 @@ class Run:
             self.env.unwrapped.load_state_dict(ckpt["env_state"])
         self.t, self.rows, self.wall_before, self.commit = ckpt["t"], ckpt["rows"], ckpt["wall_time_s"], ckpt["commit"]
         self.last_return, self.episodes = ckpt["last_return"], ckpt["episodes"]
-        self.needs_reset = True
+        self.needs_reset, self.ckpt_step = True, self.t
 
     def agent_state(self) -> dict:
         """The agent's part of a checkpoint."""
         return self.agent.state_dict()
 
-    def checkpoint(self) -> None:
-        """Write everything the run needs to resume (taken between episodes)."""
+    def state(self) -> dict:
+        """Everything the run needs to resume (taken between episodes)."""
         env = self.env
-        state = {"hash": self.cfg.hash(), "agent": self.agent_state(), "buffer": self.buffer.state_dict(),
-                 "rng": self.rng.bit_generator.state, "metric_gen": self.metric_gen.get_state(),
-                 "env_rng": env_rng_state(env), "t": self.t, "rows": self.rows,
-                 "env_state": env.unwrapped.state_dict() if self.cyclic_env else None,
-                 "wall_time_s": self.wall_before + time.perf_counter() - self.start,
-                 "last_return": self.last_return, "episodes": self.episodes, "commit": self.commit}
-        atomic_write(self.ckpt_path, lambda p: torch.save(state, p))
+        return {"hash": self.cfg.hash(), "agent": self.agent_state(), "buffer": self.buffer.state_dict(),
+                "rng": self.rng.bit_generator.state, "metric_gen": self.metric_gen.get_state(),
+                "env_rng": env_rng_state(env), "t": self.t, "rows": self.rows,
+                "env_state": env.unwrapped.state_dict() if self.cyclic_env else None,
+                "wall_time_s": self.wall_before + time.perf_counter() - self.start,
+                "last_return": self.last_return, "episodes": self.episodes, "commit": self.commit}
+
+    def checkpoint(self) -> None:
+        """Write :meth:`state` to the run's checkpoint, atomically, keeping the previous one until it is whole."""
+        checkpoints.save_checkpoint(self.state(), self.ckpt_path)
+        self.ckpt_step = self.t
+
+    def check_losses(self) -> None:
+        """Stop the run (:class:`Diverged`) if the last update's losses are not finite numbers."""
+        bad = [k for k, v in self.losses.items() if isinstance(v, float) and not math.isfinite(v)]
+        if bad:
+            kept = (f"its last good checkpoint {self.ckpt_path} (step {self.ckpt_step}) is kept"
+                    if self.ckpt_step is not None else "it has no checkpoint yet")
+            raise Diverged(f"{run_label(self.cfg)}: {bad[0]} is {self.losses[bad[0]]} at step {self.t}, training "
+                           f"diverged; stopped, nothing stored ({kept})")
 
     def evaluate_row(self, sps: float) -> dict:
         """Evaluate the agent now, append the evaluation row (with plasticity metrics) and return it."""
+        self.check_losses()
         cfg, env, agent, buffer = self.cfg, self.env, self.agent, self.buffer
         if self.cyclic_env:  # evaluate on the task being trained now
             self.eval_env.unwrapped.load_state_dict({"stage": env.unwrapped.stage, "visit_steps": 0})
@@ -212,10 +249,15 @@ class Run:
 
     def begin_step(self) -> None:
         """Reset the env after an episode end, checkpointing first when one is due."""
+        self.check_losses()  # before a checkpoint is written: a diverged state never replaces a good one
         if self.needs_reset:
             cfg = self.cfg
             if self.next_ckpt is not None and self.t >= self.next_ckpt and self.t > 0:
-                self.checkpoint()
+                try:
+                    self.checkpoint()
+                except OSError as e:  # the run goes on; the result is still saved (or rescued) at the end
+                    note(f"{run_label(cfg)}: could not write the checkpoint {self.ckpt_path} ({e.strerror or e}) "
+                         f"at step {self.t}; training goes on, the previous checkpoint is kept")
                 self.next_ckpt = (self.t // cfg.checkpoint_every + 1) * cfg.checkpoint_every
             self.obs, _ = self.env.reset()
             self.needs_reset = False
@@ -270,8 +312,12 @@ class Run:
         ``wall_time_s`` defaults to this run's own time (checkpointed time included)."""
         df = pd.DataFrame(self.rows)
         wall = self.wall_before + time.perf_counter() - self.start if wall_time_s is None else wall_time_s
-        self.store.save(self.cfg, df, wall, self.commit, command, platform_of(self.device))
-        self.ckpt_path.unlink(missing_ok=True)
+        try:
+            self.store.save(self.cfg, df, wall, self.commit, command, platform_of(self.device))
+        except OSError as e:  # nothing trained is lost: the finished run goes into a checkpoint
+            raise ValueError(f"could not store {run_label(self.cfg)} in {self.store.root} ({e.strerror or e}); "
+                             f"{checkpoints.rescue(self.state(), self.ckpt_path)}") from None
+        checkpoints.remove_checkpoints(self.ckpt_path)
         return df
 
 
@@ -299,44 +345,19 @@ def run(cfg: TrainConfig, store: ResultStore | None = None, overwrite: bool = Fa
         if r.eval_due:
             sps = (r.t - window_t) / (time.perf_counter() - window_start)
             row = r.evaluate_row(sps)
-            bar.set_postfix(sps=f"{sps:.0f}", ret=f"{row['return_mean']:.0f}",
+            # one speed on the bar: tqdm's own rate (the rows keep sps, evaluation time included)
+            bar.set_postfix(ret=f"{row['return_mean']:.0f}",
                             active=f"{row.get('critic_active_ratio', float('nan')):.3f}")
             window_start, window_t = time.perf_counter(), r.t
     bar.close()
     return r.finish(command)
 
 
-def parse_args(argv: list[str] | None = None, prog: str = "python -m nelib.runner.train",
-               ) -> tuple[TrainConfig, argparse.Namespace]:
-    """CLI -> config. Every config field is an option, nested ones dotted (``--agent.lr 1e-3``)."""
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--task", default="HalfCheetah-v5",
-                   help="gymnasium MuJoCo task id, or dmc:<domain>-<task> (pixels, DrQ), e.g. dmc:cheetah-run")
-    p.add_argument("--method", default=None,
-                   help=f"one of: {', '.join(METHODS)} (default: td3, or drq for dmc: tasks)")
-    p.add_argument("--seed", type=int, default=0, help="seed")
-    p.add_argument("--preset", default=presets.DEFAULT, help=f"one of: {', '.join(presets.PRESETS)}")
-    p.add_argument("--data-dir", default=None, help="results store root (default: $NELIB_DATA or ./data)")
-    p.add_argument("--overwrite", action="store_true", help="replace a stored result with another config")
-    for name, (_, doc) in fields().items():
-        if name not in ("task", "method", "seed", "preset"):
-            p.add_argument(f"--{name}", dest=f"cfg:{name}", default=None, metavar="V",
-                           help=doc.replace("%", "%%"))  # argparse formats help with %
-    args = p.parse_args(argv)
-    overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg:") and v is not None}
-    try:
-        cfg = make_config(args.task, args.method, args.seed, args.preset, **overrides)
-    except ValueError as e:
-        p.exit(2, f"error: {e}\n")
-    return cfg, args
-
-
 def main(argv: list[str] | None = None) -> None:
     cfg, args = parse_args(argv)
     try:
         df = run(cfg, ResultStore(args.data_dir), overwrite=args.overwrite)
-    except ValueError as e:
+    except (ValueError, OSError) as e:  # e.g. a bad setting, a damaged checkpoint, a full disk: one line each
         sys.exit(f"error: {e}")
     last = df.iloc[-1]
     print(f"{cfg.method} {cfg.task} seed {cfg.seed}: return {last['return_mean']:.1f} at step {int(last['step'])}")
