@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from nelib.metrics import capture_activations, effective_rank, plasticity_report, stable_rank, weight_magnitude
+from nelib.seeding import MASKS, stream_seed
 from nelib.sparse.masks import copy_masks, density_report, mask_gradients, sparsify
 from nelib.sparse.review import ExperienceReview, ReviewConfig
 from nelib.sparse.topology import TopologyConfig, TopologyScheduler, make_scheduler
@@ -70,7 +71,7 @@ class SparseAgent:
         """The agent's generators (``gen``: its sampling noise, on its device; ``mask_gen``: masks and
         topology updates) and ERK masks on the actor and/or critic (the part :meth:`_sparse_part` names)."""
         self.gen = torch.Generator(device=self.device).manual_seed(seed)
-        self.mask_gen = torch.Generator().manual_seed(seed + 1)
+        self.mask_gen = torch.Generator().manual_seed(stream_seed(seed, MASKS))
         self.sparse_nets: list[nn.Module] = []
         if sparsity.density < 1.0:
             for key in NETS:

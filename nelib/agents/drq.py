@@ -33,6 +33,7 @@ from torch import nn
 from nelib.agents.base import SparseAgent, SparsityConfig, last_relu
 from nelib.agents.networks import mlp
 from nelib.metrics import plasticity_report
+from nelib.seeding import NETWORKS, stream_seed
 from nelib.sparse.masks import MaskedConv2d, MaskedLinear, density_report
 from nelib.sparse.review import ReviewConfig
 from nelib.sparse.topology import TopologyConfig
@@ -257,7 +258,7 @@ class DrQ(SparseAgent):
     ):
         self.cfg, self.device = cfg, torch.device(device)
         sparsity = sparsity or SparsityConfig()
-        torch.manual_seed(seed)
+        torch.manual_seed(stream_seed(seed, NETWORKS))  # the initial weights
         encoder = Encoder(obs_shape[0], obs_shape[1], cfg.num_filters, cfg.feature_dim)
         self.critic = Critic(encoder, act_dim, cfg.hidden_dim, cfg.feature_dim)
         self.actor = Actor(encoder.convs, encoder.conv_dim, act_dim, cfg.hidden_dim, cfg.feature_dim,

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from nelib.agents.base import SparseAgent, SparsityConfig, last_relu
 from nelib.agents.networks import Actor, TwinCritic
 from nelib.agents.replay import ReplayBuffer
+from nelib.seeding import NETWORKS, stream_seed
 from nelib.sparse.review import ReviewConfig
 from nelib.sparse.topology import TopologyConfig
 from nelib.torch_ops import soft_update_
@@ -102,7 +103,7 @@ class TD3(SparseAgent):
     ):
         self.cfg, self.device, self.max_action, self.act_dim = cfg, torch.device(device), max_action, act_dim
         sparsity = sparsity or SparsityConfig()
-        torch.manual_seed(seed)
+        torch.manual_seed(stream_seed(seed, NETWORKS))  # the initial weights
         ln = cfg.layernorm
         critic_hidden, critic_ln = ((256, 256, 256), "last") if cfg.arch == "ne" else ((256, 256), "none")
         self.actor = Actor(obs_dim, act_dim, max_action, (256, 256), ln).to(self.device)

@@ -55,7 +55,7 @@ class TrainConfig:
     variant: str = ""
     """Label of a variant of the method (e.g. ``omega0.2``); runs of variants are stored apart."""
     seed: int = 0
-    """Seed of networks, exploration, replay sampling and the training env (eval env: seed + 100)."""
+    """The run's seed; every random stream derives from it (:mod:`nelib.seeding`)."""
     preset: str = presets.DEFAULT
     """Preset the scale fields came from; also the results-store folder."""
     steps: int = 100_000

@@ -33,6 +33,7 @@ from nelib.runner import checkpoints, preflight
 from nelib.runner.cli import parse_args  # noqa: F401 - nelib.runner.vectorized parses with it
 from nelib.runner.config import TrainConfig
 from nelib.runner.store import ResultStore, git_commit, note
+from nelib.seeding import EVALUATION, INTERVENTIONS, METRICS, stream_seed
 
 
 def platform_of(device: torch.device) -> str:
@@ -66,15 +67,16 @@ def build_agent(cfg: TrainConfig, obs_dim, act_dim: int, max_action: float, devi
         agent = DrQ(tuple(obs_dim), act_dim, cfg.drq, cfg.sparsity, **ne)
     else:
         agent = TD3(obs_dim, act_dim, max_action, cfg.agent, cfg.sparsity, **ne)
-    # Interventions draw from their own generators (seed + 3), so they never shift the other streams.
+    # Interventions draw from their own generators, so they never shift the other streams.
+    iv_seed = stream_seed(cfg.seed, INTERVENTIONS)
     if cfg.reset.enabled:
-        agent.interventions.append(ResetIntervention(cfg.reset, seed=cfg.seed + 3))
+        agent.interventions.append(ResetIntervention(cfg.reset, seed=iv_seed))
     if cfg.redo.enabled:
-        agent.interventions.append(RedoIntervention(cfg.redo, seed=cfg.seed + 3))
+        agent.interventions.append(RedoIntervention(cfg.redo, seed=iv_seed))
     if cfg.injection.enabled:
         if cfg.expansion:
             raise ValueError("plasticity injection changes the networks' structure; it does not combine with NE")
-        agent.interventions.append(InjectionIntervention(cfg.injection, total_updates, seed=cfg.seed + 3))
+        agent.interventions.append(InjectionIntervention(cfg.injection, total_updates, seed=iv_seed))
     return agent
 
 
@@ -158,7 +160,7 @@ class Run:
         # DMC rows also count frames
         self.frames_per_step = env.unwrapped.action_repeat if cfg.algo == "drq" else None
         self.rng = np.random.default_rng(cfg.seed)
-        self.metric_gen = torch.Generator().manual_seed(cfg.seed + 2)
+        self.metric_gen = torch.Generator().manual_seed(stream_seed(cfg.seed, METRICS))
         self.cyclic_env = isinstance(env.unwrapped, CyclicEnv)
 
         self.t, self.rows, self.wall_before, self.commit = 0, [], 0.0, git_commit()
@@ -230,7 +232,7 @@ class Run:
         cfg, env, agent, buffer = self.cfg, self.env, self.agent, self.buffer
         if self.cyclic_env:  # evaluate on the task being trained now
             self.eval_env.unwrapped.load_state_dict({"stage": env.unwrapped.stage, "visit_steps": 0})
-        ret_mean, ret_std = evaluate(agent, self.eval_env, cfg.eval_episodes, cfg.seed + 100)
+        ret_mean, ret_std = evaluate(agent, self.eval_env, cfg.eval_episodes, stream_seed(cfg.seed, EVALUATION))
         t = self.t
         row = {"step": t, **({"frames": t * self.frames_per_step} if self.frames_per_step else {}),
                "return_mean": ret_mean, "return_std": ret_std, "episodes": self.episodes,
