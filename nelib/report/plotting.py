@@ -28,6 +28,7 @@ METHOD_COLORS: dict[str, str] = {
     "plasticity-injection": "#56B4E9",  # sky blue
     "layernorm": "#117733",  # dark green
     "drq": "#332288",  # indigo
+    "td3-official-critic": "#666666",  # dark grey: TD3 with the official critic
 }
 _FALLBACK_COLORS = ("#44AA99", "#DDCC77", "#AA4499", "#88CCEE", "#661100", "#6699CC")
 

@@ -110,8 +110,8 @@ EXPERIMENTS: dict[str, Experiment] = {
     "dormant-pruning": Experiment((*_arms("ne", "ne-no-prune"), *_vary("omega", "topology.pruning.omega", (0.1, 0.8))),
                                   "first"),
     "experience-review": Experiment(_arms("ne", "ne-no-review"), "first"),
-    "benchmark": Experiment(_arms("td3", "ne", "ne-official", "reset", "redo", "plasticity-injection", "layernorm"),
-                            scaled=SCALED),
+    "benchmark": Experiment(_arms("td3", "ne", "ne-official", "reset", "redo", "plasticity-injection", "layernorm",
+                                  "td3-official-critic"), scaled=SCALED),
     # The headline claim at the paper's horizon (preset `long`: HalfCheetah-v5, 1M steps, 5 seeds).
     "long-horizon": Experiment(_arms("td3", "ne", "ne-official")),
     # What the reviewers asked for: one NE hyper-parameter varied at a time around the defaults (tend: the

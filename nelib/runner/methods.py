@@ -52,6 +52,9 @@ METHODS: dict[str, dict[str, object]] = {
     "redo": {"redo.enabled": True},
     "plasticity-injection": {"injection.enabled": True},
     "layernorm": {"agent.layernorm": "all"},
+    # Dense TD3 with the official code's critic (256-256-256, LayerNorm after the third layer): the control
+    # that tells ne-official's growth apart from its network.
+    "td3-official-critic": {"agent.arch": "ne"},
 }
 """Method name -> dotted config overrides (see :class:`nelib.runner.config.TrainConfig`)."""
 
@@ -63,7 +66,8 @@ stored run that matches an earlier definition is *stale*: it is reported, never 
 re-trained unless asked (``--overwrite``); see :func:`nelib.runner.store.is_stale_record`."""
 
 
-ALGO_ONLY: dict[str, str] = {"td3": "td3", "drq": "drq", "plasticity-injection": "td3", "layernorm": "td3"}
+ALGO_ONLY: dict[str, str] = {"td3": "td3", "drq": "drq", "plasticity-injection": "td3", "layernorm": "td3",
+                             "td3-official-critic": "td3"}
 """Methods that exist for one algorithm only (the TD3 and DrQ baselines, and TD3-only networks)."""
 
 
