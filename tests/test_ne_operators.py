@@ -210,6 +210,26 @@ def test_gradient_growth_revives_an_emptied_unit_through_its_straight_through_sc
             assert bool((torch.relu(net[0](x))[:, 1] > 0).any())
 
 
+def test_revive_first_grows_an_emptied_unit_as_many_connections_as_a_live_one_holds():
+    mask = torch.tensor([[1, 1, 1, 0, 0, 0],
+                         [0, 0, 0, 0, 0, 0],  # emptied
+                         [1, 1, 0, 1, 0, 0]], dtype=torch.bool)
+    grad = torch.tensor([[9.0, 9.0, 9.0, 8.0, 7.0, 6.0],
+                         [0.0, 0.1, 0.3, 0.2, 0.0, 0.0],  # small scores, as an emptied unit's are
+                         [9.0, 9.0, 5.0, 9.0, 4.0, 3.0]])
+    for revive_first, k, unit1 in ((False, 4, 0), (True, 4, 3), (True, 2, 2)):
+        layer = layer_with_mask(mask.clone())
+        grown = grow(layer, k, "gradient", grad, revive_first=revive_first)
+        assert int(grown.sum()) == k
+        assert int(grown[1].sum()) == unit1  # live units hold 3 connections each: unit 1 gets its best 3
+        if revive_first:  # its best-scored candidates, best first when the budget is short
+            assert grown[1].tolist() == ([False, True, True, True, False, False] if k == 4
+                                         else [False, False, True, True, False, False])
+    layer = layer_with_mask(mask.clone())  # k = 4: the fourth goes to the best live candidate (8.0)
+    grown = grow(layer, 4, "gradient", grad, revive_first=True)
+    assert grown[0, 3] and int(grown[[0, 2]].sum()) == 1
+
+
 def test_prune_dormant_exact_cap_whole_units_first():
     mask = torch.ones(4, 5, dtype=torch.bool)
     layer = layer_with_mask(mask)

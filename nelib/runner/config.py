@@ -32,7 +32,8 @@ ADDED_LATER = {("review", "window"): 0, ("review", "threshold_ratio"): 0.5, ("re
                ("topology", "growth", "end_fraction"): 1.0, ("topology", "growth", "revive_init"): "zero",
                ("sparsity", "keep"): "random", ("topology", "grow_actor"): True,
                ("topology", "algorithm"): "ne", ("topology", "rewire_fraction"): 0.1,
-               ("topology", "pruning", "criterion"): "dormant", ("topology", "growth", "empty_score"): "gradient"}
+               ("topology", "pruning", "criterion"): "dormant", ("topology", "growth", "empty_score"): "gradient",
+               ("topology", "growth", "revive_first"): False}
 
 
 def algo_of(task: str) -> str:

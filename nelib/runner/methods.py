@@ -11,8 +11,10 @@ NE_FAST = {"sparsity.density": 0.2, "expansion": True, "review.window": 50}
 # threshold with graded strength, on policy-collected data.
 NE_CONTINUOUS = {**NE_FAST, "topology.growth.schedule": "cosine-target", "topology.growth.revive_init": "lecun",
                  "review.trigger": "dynamic", "review.skip_warmup": True}
-# NE now: growth also scores an emptied unit's connections (straight-through), so pruned units do come back.
-NE = {**NE_CONTINUOUS, "topology.growth.empty_score": "straight-through"}
+# Second version (stale): growth also scores an emptied unit's connections (straight-through).
+NE_STRAIGHT_THROUGH = {**NE_CONTINUOUS, "topology.growth.empty_score": "straight-through"}
+# NE now: ... and grows into emptied units first, so a pruned unit comes back at the next topology update.
+NE = {**NE_STRAIGHT_THROUGH, "topology.growth.revive_first": True}
 # The official code as its README's TD3 command runs it (nelib.sparse.official): the 256-256-256 critic with
 # LayerNorm grows from 20% (largest-|w| initial weights) by a constant count to 75% density, pruning by |w|,
 # then rewires RigL-style with the cosine drop fraction over T_end = 6e6 - 25e3 updates; the actor keeps its
@@ -59,7 +61,8 @@ METHODS: dict[str, dict[str, object]] = {
 """Method name -> dotted config overrides (see :class:`nelib.runner.config.TrainConfig`)."""
 
 SUPERSEDED: dict[str, list[dict[str, object]]] = {
-    name: [fast, _ne_family(NE_CONTINUOUS)[name]] for name, fast in _ne_family(NE_FAST).items()
+    name: [fast, _ne_family(NE_CONTINUOUS)[name], _ne_family(NE_STRAIGHT_THROUGH)[name]]
+    for name, fast in _ne_family(NE_FAST).items()
 }
 """Methods whose definition changed after runs were stored -> the overrides they had before, oldest first. A
 stored run that matches an earlier definition is *stale*: it is reported, never shown as the method's result, and not

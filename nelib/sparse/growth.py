@@ -33,6 +33,12 @@ the same scale as a live unit's scores, so pruned units re-enter the candidate p
 the topology keeps turning over. It covers a ReLU that directly follows its masked layer; elsewhere (a
 LayerNorm in between) empty units keep the plain gradient. Gradient growth breaks ties among zero-gradient
 candidates at random, so once the gradient-carrying candidates are used up, growth reaches every unit.
+
+Scored that way, an emptied unit still comes back late: its outgoing weights stopped learning when it went
+silent (their gradient is its output, 0), and in the stored runs they are small, so its connections rank
+below the live units' for most of a run. ``revive_first`` (NE) therefore spends each update's growth on
+emptied units first: each gets its best-scored candidates, as many as a live unit of the layer has on
+average, before any other connection is grown.
 """
 
 from __future__ import annotations
@@ -75,6 +81,9 @@ class GrowthConfig:
     revive_init: str = "zero"
     """Weights grown into a unit with no live incoming connection: ``lecun`` (NE: LeCun-uniform, bias
     zeroed, so the unit can fire again) or ``zero`` (it stays silent)."""
+    revive_first: bool = False
+    """Grow into units with no live incoming connection first (each its best candidates, as many as the layer's
+    live units hold on average), so a pruned unit comes back at the next topology update (NE; see the module)."""
     empty_score: str = "gradient"
     """Gradient growth's score for the absent connections of a unit with no live incoming weight:
     ``straight-through`` (NE: the gradient they would get through the unit's ReLU, see the module) or
@@ -154,6 +163,24 @@ def _gradient_scores(layer: torch.nn.Module, k: int, dense_grad: torch.Tensor,
     return score
 
 
+def revive_first_scores(score: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``score`` with, in every unit (row) that has no live incoming connection, its ``m`` best candidates
+    lifted above every other candidate (order among them kept), ``m`` the mean number of live incoming
+    connections of the layer's other units. Unchanged when no unit, or every unit, is empty."""
+    flat = mask.flatten(1)
+    empty = ~flat.any(1)
+    n_live = int((~empty).sum())
+    if not bool(empty.any()) or n_live == 0:
+        return score
+    m = min(max(1, round(int(flat.sum()) / n_live)), flat.shape[1])
+    top = score.flatten(1)[empty].topk(m, dim=1).indices
+    lift = torch.zeros_like(flat)
+    lift[empty.nonzero()[:, :1], top] = True
+    finite = score[torch.isfinite(score)]
+    high = float(finite.max() - finite.min()) + 1.0
+    return torch.where(lift.view_as(score), score + high, score)
+
+
 @torch.no_grad()
 def grow(
     layer: torch.nn.Module,
@@ -163,6 +190,7 @@ def grow(
     generator: torch.Generator | None = None,
     init_scale: float = 0.0,
     revive_init: str = "zero",
+    revive_first: bool = False,
 ) -> torch.Tensor:
     """Activate ``k`` absent connections of ``layer``; return the boolean mask of those grown.
 
@@ -170,8 +198,8 @@ def grow(
     the loss with respect to the full weight, captured before masking); ``'random'`` picks uniformly. The
     grown weights are set to zero (or U(-s/sqrt(fan_in), s/sqrt(fan_in)) with ``init_scale`` s > 0); with
     ``revive_init='lecun'`` those into a unit that had no live incoming weight are LeCun-uniform and the
-    unit's bias is zeroed. The caller resets the optimizer state of the grown entries (and revived biases:
-    :func:`revived_units`).
+    unit's bias is zeroed; with ``revive_first`` such units are grown first (:func:`revive_first_scores`).
+    The caller resets the optimizer state of the grown entries (and revived biases: :func:`revived_units`).
     """
     absent = ~layer.mask
     k = min(k, int(absent.sum()))
@@ -187,6 +215,8 @@ def grow(
         score = score.masked_fill(layer.mask, -1.0)  # present connections are never candidates
     else:
         raise ValueError(f"unknown growth criterion {criterion!r}")
+    if revive_first:
+        score = revive_first_scores(score, layer.mask)
     empty = ~layer.mask.flatten(1).any(1)  # units with no live incoming connection before this growth
     idx = torch.topk(score.flatten(), k, sorted=False).indices
     grown.view(-1)[idx] = True

@@ -124,7 +124,7 @@ class TopologyScheduler:
             before = layer.mask.clone()
             k = growth_count(g, layer.mask, self.initial_free[name], update, end)
             grown = grow(layer, k, g.criterion, self._grads.get(name), self.generator, g.init_scale,
-                         g.revive_init)
+                         g.revive_init, g.revive_first)
             n_grown = int(grown.sum())
             pruned = None
             if name in scores:
