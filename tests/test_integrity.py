@@ -95,6 +95,7 @@ def test_a_damaged_csv_is_said_in_one_line_counts_as_missing_and_is_retrained(da
 
 
 def test_sweep_dry_run_calls_a_shortened_run_missing_and_the_sweep_retrains_it(tmp_path, capsys, monkeypatch):
+    import nelib.runner.backends as backends
     import nelib.runner.experiments as experiments
 
     store = ResultStore(tmp_path / "data")
@@ -108,8 +109,8 @@ def test_sweep_dry_run_calls_a_shortened_run_missing_and_the_sweep_retrains_it(t
     code, out, err = cli(capsys, *args, "--dry-run", main=sweep.main)
     assert code == 0 and out.startswith(f"missing HalfCheetah-v5 td3 seed 0 ({csv} is damaged (") and not err
     ran = []
-    monkeypatch.setattr(experiments, "_run_one", lambda c, *a: ran.append(c))
-    assert experiments.run_configs([cfg], store, workers=1, progress=False) == []
+    monkeypatch.setattr(backends, "_run_one", lambda c, *a: ran.append(c))
+    assert backends.run_configs([cfg], store, workers=1, progress=False) == []
     assert [c.hash() for c in ran] == [cfg.hash()]  # re-trained
 
 
@@ -318,9 +319,9 @@ def test_cuda_on_a_cpu_only_torch_is_one_line_from_the_shell(tmp_path):
     (["--workers", "0"], "error: --workers must be >= 1, got 0"),
 ])
 def test_a_sweep_checks_its_whole_grid_first_and_says_each_problem_once(args, message, tmp_path, capsys, monkeypatch):
-    import nelib.runner.experiments as experiments
+    import nelib.runner.backends as backends
 
-    monkeypatch.setattr(experiments, "_run_one", lambda *a: pytest.fail("a run started"))
+    monkeypatch.setattr(backends, "_run_one", lambda *a: pytest.fail("a run started"))
     code, out, err = cli(capsys, "--experiment", "benchmark", "--preset", "ci", "--data-dir", str(tmp_path), *args,
                          main=sweep.main)
     assert code == 1 and one_line(err).startswith(message) and not out
