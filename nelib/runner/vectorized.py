@@ -452,7 +452,8 @@ def train_together(runs: Sequence[Run], command: str | None = None) -> list[pd.D
         if runs[0].eval_due:
             sps = (t - window_t) / (time.perf_counter() - window_start)  # steps/s of each seed
             rows = [r.evaluate_row(sps) for r in runs]
-            bar.set_postfix(sps=f"{sps * len(runs):.0f}", ret=f"{np.mean([x['return_mean'] for x in rows]):.0f}")
+            # one speed on the bar: tqdm's own rate (the rows keep each seed's sps, evaluation time included)
+            bar.set_postfix(ret=f"{np.mean([x['return_mean'] for x in rows]):.0f}")
             window_start, window_t = time.perf_counter(), t
     bar.close()
     return [r.finish(command) for r in runs]
