@@ -364,7 +364,7 @@ def seed_groups(configs: Sequence[TrainConfig], k: int) -> list[list[TrainConfig
 def auto_vectorize(configs: Sequence[TrainConfig]) -> int:
     """How many seeds to train together when asked to choose: all seeds of a task and method where the runs
     go to a GPU (a single TD3 run leaves it mostly idle), none on CPU (there, K single runs on the process
-    pool are as fast; see the README's benchmark)."""
+    pool are as fast; see docs/speed.md)."""
     from nelib.runner.train import runs_on_cuda
 
     if not runs_on_cuda(configs):
