@@ -82,9 +82,10 @@ def legend_names(df: pd.DataFrame, hue: str = "label") -> dict[str, str]:
     return {lab: f"{method_name(str(lab))} (n={counts[lab]})" for lab in dict.fromkeys(df[hue])}
 
 
-def curve_caption(df: pd.DataFrame, random_start: float | None = None, extra: str = "") -> str:
+def curve_caption(df: pd.DataFrame, random_start: float | dict | None = None, extra: str = "",
+                  unit: str = "steps") -> str:
     """The caption of a curve figure: what the lines and bands are, over how many seeds, what the grey span
-    and the ReDo markers mean."""
+    (``random_start``, in ``unit``; a dict: per task) and the ReDo markers mean."""
     n = df.groupby(["label", "task"])["seed"].nunique() if len(df) else pd.Series(dtype=int)
     text = f"Lines: mean over seeds (n seeds per method in the legend); bands: {BAND}"
     if len(n) and n.max() <= 1:
@@ -93,13 +94,19 @@ def curve_caption(df: pd.DataFrame, random_start: float | None = None, extra: st
         text += f" (with {n.min()}{'' if n.min() == n.max() else f'-{n.max()}'} seeds a band spans little more " \
                 "than the runs themselves)"
     text += "."
-    if random_start:
-        text += f" Grey span: the first {random_start:,.0f} steps, {RANDOM_START_LABEL}."
+    if isinstance(random_start, dict):
+        spans = sorted(set(random_start.values()))
+        text += (f" Grey span: the first {spans[0]:,.0f} {unit}, {RANDOM_START_LABEL}." if len(spans) == 1 else
+                 f" Grey span: each task's first {unit} ({', '.join(f'{t} {v:,.0f}' for t, v in random_start.items())}"
+                 f"), {RANDOM_START_LABEL}.")
+    elif random_start:
+        text += f" Grey span: the first {random_start:,.0f} {unit}, {RANDOM_START_LABEL}."
     if "after_recycle" in df and df["after_recycle"].fillna(False).astype(bool).any():
         every = sorted({int(v) for v in df["recycle_every"].dropna()})
         text += (f" Open circles: ReDo evaluated right after one of its recycles (every "
                  f"{', '.join(f'{v:,}' for v in every)} updates), when its dormant units have just been "
-                 "re-initialised: there its active ratio is its best case, not the network it trains with.")
+                 "re-initialised: there its active ratio and dormant share show its best case, not the network it "
+                 "trains with.")
     return text + (f" {extra}" if extra else "")
 
 
@@ -216,10 +223,12 @@ def _legend_above(fig, axes, ncol: int | None = None) -> None:
 
 
 def curve_grid(df: pd.DataFrame, ys: Sequence[str], hue: str = "label", height: float = 2.8,
-               xlabel: str = STEP_LABEL, random_start: float | None = None, note: str = ""):
+               xlabel: str = STEP_LABEL, random_start: float | dict | None = None, note: str = "",
+               unit: str = "steps"):
     """One row per metric, one column per task; a single legend (with each method's seeds) and a caption
-    saying what the lines and bands are. ``xlabel`` names what ``df["step"]`` counts, ``random_start`` (in
-    those units) shades the random-action start, ``note`` is added to the caption."""
+    saying what the lines and bands are. ``xlabel`` names what ``df["step"]`` counts (``unit``, in a word),
+    ``random_start`` (in those units; a dict: per task) shades the random-action start, ``note`` is added to the
+    caption."""
     tasks = list(dict.fromkeys(df["task"]))
     fig, axes = plt.subplots(len(ys), len(tasks), figsize=(max(5.6, 4.6 * len(tasks)), height * len(ys)),
                              squeeze=False, sharex="col")
@@ -228,13 +237,14 @@ def curve_grid(df: pd.DataFrame, ys: Sequence[str], hue: str = "label", height: 
     for j, task in enumerate(tasks):
         for i, y in enumerate(ys):
             ax = curves(df[df["task"] == task], y, axes[i, j], hue, title=task if i == 0 else None, xlabel=xlabel,
-                        names=names, colors=colors, random_start=random_start, floor=floor)
+                        names=names, colors=colors, floor=floor,
+                        random_start=random_start.get(task) if isinstance(random_start, dict) else random_start)
             if ax.get_legend():
                 ax.get_legend().remove()
             if i < len(ys) - 1:
                 ax.set_xlabel("")
     _legend_above(fig, axes)
-    caption(fig, curve_caption(df, random_start, note))
+    caption(fig, curve_caption(df, random_start, note, unit))
     return fig
 
 
@@ -568,7 +578,7 @@ def interval_plot(agg: pd.DataFrame, metrics_order: Sequence[str] = ("IQM", "mea
 
     for ax, m in zip(axes[0], shown, strict=True):
         sub = agg[agg.metric == m].set_index("label").reindex(labels)
-        ax.axvline(0.0 if m == "optimality gap" else 1.0, color="0.5", lw=0.8, ls="--", zorder=0)
+        ax.axvline(0.0 if m == "optimality gap" else 1.0, color="0.3", lw=1.0, ls="--", zorder=1.5)
         for y, lab in enumerate(labels):
             ax.plot([sub.loc[lab, "low"], sub.loc[lab, "high"]], [y, y], lw=6, alpha=0.6,
                     color=method_color(lab), solid_capstyle="butt")
@@ -697,9 +707,12 @@ def cyclic_curves(df: pd.DataFrame, ys: Sequence[str], height: float = 2.6, rand
             ax.get_legend().remove()
         if i < len(ys) - 1:
             ax.set_xlabel("")
-    fig.tight_layout()
     _legend_above(fig, axes)
-    fig.legends[-1].set_bbox_to_anchor((0.5, 1.06))  # above the visit names
+    if fig.legends:  # above the visit names, which stand above the top panel
+        renderer = fig.canvas.get_renderer()
+        top = max([t.get_window_extent(renderer).transformed(fig.transFigure.inverted()).y1 for t in axes[0, 0].texts]
+                  + [1.0])
+        fig.legends[-1].set_bbox_to_anchor((0.5, top + 0.005), transform=fig.transFigure)
     caption(fig, curve_caption(df, random_start, "Thin lines: task switches (median over runs; a visit runs on "
                                                  "to its first episode end)."))
     return fig
