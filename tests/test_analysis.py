@@ -234,3 +234,18 @@ def test_difference_and_its_verdict():
     assert np.isnan(one["low"].item()) and "no conclusion" in analysis.difference_verdict(one, "a", "b")
     assert "cannot be compared" in analysis.difference_verdict(analysis.difference(scores, "a", "c"), "a", "c")
     assert analysis.absent_note(scores, ["a", "c"]).startswith("No usable runs of `c`")
+
+
+def test_bootstrap_intervals_are_the_same_on_every_call_with_enough_seeds():
+    # rliable resamples from numpy's global generator: with 5 seeds (unlike 2) a stray global state would show
+    rng = np.random.default_rng(3)
+    scores = pd.DataFrame({"task": "T", "label": ["td3"] * 5 + ["ne"] * 5, "seed": list(range(5)) * 2,
+                           "score": np.r_[rng.normal(100, 10, 5), rng.normal(120, 30, 5)]})
+    first = analysis.aggregate(scores, reps=300, seed=0)
+    np.random.seed(99)
+    state = np.random.get_state()
+    pd.testing.assert_frame_equal(first, analysis.aggregate(scores, reps=300, seed=0))
+    assert np.array_equal(np.random.get_state()[1], state[1])  # the caller's global state is left alone
+    assert not first.equals(analysis.aggregate(scores, reps=300, seed=1))
+    poi = analysis.probability_of_improvement(scores, "ne", ["td3"], reps=300, seed=0)
+    pd.testing.assert_frame_equal(poi, analysis.probability_of_improvement(scores, "ne", ["td3"], reps=300, seed=0))

@@ -506,14 +506,25 @@ def normalized_scores(scores: pd.DataFrame, baseline: str = "td3") -> dict[str, 
 
 
 def _interval_estimates(scores: dict, fn, reps: int, seed: int):
-    """rliable's stratified-bootstrap point estimates and 95% CIs, drawn from a generator seeded ``seed``."""
+    """rliable's stratified-bootstrap point estimates and 95% CIs, drawn from generators seeded ``seed``.
+
+    rliable's stratified bootstraps draw their resamples from numpy's *global* generator
+    (``np.random.choice`` in ``update_indices``), not from the ``random_state`` they are given, so the global
+    generator is seeded too for the call, and its state restored afterwards: the same scores give the same
+    intervals in every process, and `make figures` redraws the same figures.
+    """
     import warnings
 
     from rliable import library as rly
 
-    with warnings.catch_warnings():  # arch (under rliable) asks for `generator=`, which rliable does not pass on
-        warnings.filterwarnings("ignore", "random_state is deprecated", FutureWarning)
-        return rly.get_interval_estimates(scores, fn, reps=reps, random_state=np.random.RandomState(seed))
+    outer = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        with warnings.catch_warnings():  # arch (under rliable) asks for `generator=`, which rliable does not pass on
+            warnings.filterwarnings("ignore", "random_state is deprecated", FutureWarning)
+            return rly.get_interval_estimates(scores, fn, reps=reps, random_state=np.random.RandomState(seed))
+    finally:
+        np.random.set_state(outer)
 
 
 def aggregate(scores: pd.DataFrame, baseline: str = "td3", reps: int = 2000, seed: int = 0) -> pd.DataFrame:
