@@ -55,13 +55,14 @@ test: setup
 	NELIB_PRESET=ci $(PY) -m pytest --nbval-lax --nbval-current-env notebooks/
 
 # Executed copies go to build/notebooks/, so the sources keep no outputs. --cwd notebooks: the kernel
-# runs where Jupyter and nbval run it.
+# runs where Jupyter and nbval run it. scripts.run_notebook is papermill with the kernel on local Unix
+# sockets instead of TCP (no "running over TCP without encryption" warning per notebook).
 figures: preset
 	@mkdir -p build/notebooks
 	@for nb in $(NOTEBOOKS); do \
 	  echo "== $$nb (preset $(PRESET), fresh $(FRESH_BOOL), train $(TRAIN_BOOL))"; \
-	  if ! $(PY) -m papermill --cwd notebooks -p preset $(PRESET) -p fresh $(FRESH_BOOL) -p train $(TRAIN_BOOL) \
-	      "$$nb" "build/$$nb"; then \
+	  if ! $(PY) -m scripts.run_notebook --cwd notebooks -p preset $(PRESET) -p fresh $(FRESH_BOOL) \
+	      -p train $(TRAIN_BOOL) "$$nb" "build/$$nb"; then \
 	    if [ $(TRAIN_BOOL) = False ] && grep -q NoStoredRuns "build/$$nb"; then \
 	      echo "   skipped: no stored runs for this notebook"; else exit 1; fi; \
 	  fi; \

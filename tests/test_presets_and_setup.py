@@ -92,3 +92,16 @@ def test_notebooks_have_parameters_cell_and_no_stored_outputs(path):
     assert 'preset = os.environ.get("NELIB_PRESET", "laptop")' in "".join(first["source"])
     for cell in code:
         assert not cell["outputs"] and cell["execution_count"] is None, "strip outputs before committing"
+
+
+@pytest.mark.parametrize("path", [p for p in NOTEBOOKS if "01" <= p.name[:2] <= "09"], ids=lambda p: p.name)
+def test_notebooks_open_with_the_claim_and_point_to_the_next(path):
+    # The walk from plasticity-loss diagnosis through each mechanism to the benchmark: each of 01-09 states the
+    # paper's claim up front and ends by pointing to the notebook that follows.
+    cells = json.loads(path.read_text())["cells"]
+    assert cells[0]["cell_type"] == "markdown" and "claim" in "".join(cells[0]["source"]).lower()
+    last = "".join(cells[-1]["source"])
+    assert cells[-1]["cell_type"] == "markdown" and last.startswith("**Next:")
+    following = f"{int(path.name[:2]) + 1:02d}_"
+    targets = [n for n in NOTEBOOKS if n.name.startswith(following)]
+    assert targets and f"({targets[0].name})" in last, f"{path.name} should point to {following}*.ipynb"

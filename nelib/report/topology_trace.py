@@ -62,31 +62,44 @@ def topology_trace(method: str, task: str = "HalfCheetah-v5", preset: str = "lap
     return pd.DataFrame(rows)
 
 
-def trace_plot(trace: pd.DataFrame):
+def trace_plot(trace: pd.DataFrame, random_start: float | None = None):
     """Density, grown and pruned per topology update (columns) of each traced network (rows), one line per
-    method, against environment steps."""
+    method, against environment steps; ``random_start`` (steps) shades the random-action start. The caption
+    says what a trace is (one seed, random inputs, no training)."""
     import matplotlib.pyplot as plt
 
-    from nelib.report.plotting import method_color
+    from nelib.report.plotting import RANDOM_START_COLOR, caption, method_name, palette
 
     nets = [n for n in ("critic", "actor") if n in set(trace["net"])]
-    cols = (("density", "density (share of weights present)"), ("grown", "grown per topology update"),
-            ("pruned", "pruned per topology update"))
-    fig, axes = plt.subplots(len(nets), 3, figsize=(12, 2.8 * len(nets)), squeeze=False, sharex=True)
+    cols = (("density", "density (share of weights present)"), ("grown", "connections grown per update"),
+            ("pruned", "connections pruned per update"))
+    colors = palette(list(dict.fromkeys(trace["method"])))
+    fig, axes = plt.subplots(len(nets), 3, figsize=(12, 2.9 * len(nets)), squeeze=False, sharex=True)
     for i, net in enumerate(nets):
         for j, (col, label) in enumerate(cols):
             ax = axes[i, j]
+            if random_start:
+                ax.axvspan(0, random_start / 1000, color=RANDOM_START_COLOR, lw=0, zorder=0,
+                           label="random actions, no updates yet")
             for method, g in trace[trace["net"] == net].groupby("method", sort=False):
-                ax.plot(g["step"], g[col], lw=1.2, label=method, color=method_color(method))
-            ax.set_title(f"{net}: {label}", fontsize=9)
-            if col != "density":
+                ax.plot(g["step"] / 1000, g[col], lw=1.2, label=method_name(method), color=colors[method])
+            ax.set_title(f"{net}: {label}", fontsize=10)
+            if col == "density":
+                ax.set_ylim(0, 1.03)
+            else:
                 ax.set_yscale("symlog", linthresh=10)
             if i == len(nets) - 1:
-                ax.set_xlabel("environment step")
-    axes[0, 0].set_ylim(0, 1.02)
-    if len(nets) > 1:
-        axes[1, 0].set_ylim(0, 1.02)
+                ax.set_xlabel("environment steps (x1000)")
+    handles: dict[str, object] = {}
     for ax in axes[:, 0]:
-        ax.legend(fontsize=8)
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(lab, h)
+    labels = sorted(handles, key=lambda lab: lab.startswith("random actions"))  # methods first
     fig.tight_layout()
+    fig.legend([handles[lab] for lab in labels], labels, loc="lower center", ncol=len(labels), frameon=False,
+               bbox_to_anchor=(0.5, 1.0))
+    caption(fig, "Each method's real agent stepped through its topology updates on random inputs (one seed, one "
+                 "optimizer step per update, no environment): the counts are the schedule's, the pruned counts a "
+                 "lower bound (a trained network has more dormant units). Grown and pruned axes: linear up to 10, "
+                 "logarithmic above. A network missing from a row is not grown by that method.")
     return fig
