@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm  # plain text bar: readable in notebooks (no ipywidgets needed), logs and CI alike
 
 from nelib.agents.drq import DrQ
 from nelib.agents.pixel_replay import PixelReplayBuffer

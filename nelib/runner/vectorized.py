@@ -36,7 +36,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm  # plain text bar: readable in notebooks (no ipywidgets needed), logs and CI alike
 
 from nelib.agents.networks import Actor, TwinCritic
 from nelib.agents.replay import ReplayBuffer
