@@ -8,16 +8,15 @@ changes what they compute, instead of results changing silently.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch.optim.adam import adam as _adam
 
 
 @torch.no_grad()
-def soft_update_(targets: Sequence[torch.Tensor], online: Sequence[torch.Tensor], tau: float) -> None:
-    """``target <- target + tau (online - target)`` for every pair, in place (Polyak averaging)."""
-    torch._foreach_lerp_(list(targets), list(online), tau)
+def soft_update_(targets: list[torch.Tensor], online: list[torch.Tensor], tau: float) -> None:
+    """``target <- target + tau (online - target)`` for every pair, in place (Polyak averaging; lists, so
+    that the per-update call copies nothing)."""
+    torch._foreach_lerp_(targets, online, tau)
 
 
 @torch.no_grad()

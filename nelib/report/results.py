@@ -21,6 +21,7 @@ import pandas as pd
 
 from nelib.report.analysis import final_scores
 from nelib.runner.files import atomic_write
+from nelib.runner.methods import method_label
 from nelib.runner.store import REPO, ResultStore, is_stale_record
 
 LAST = 3
@@ -59,8 +60,8 @@ def run_table(store: ResultStore) -> pd.DataFrame:
     rows = store.runs()
     if rows.empty:
         return pd.DataFrame(columns=cols)
-    rows["label"] = [f"{m}@{v}" if isinstance(v, str) and v else m for m, v in zip(rows.method, rows.variant,
-                                                                                   strict=True)]
+    rows["label"] = [method_label(m, v if isinstance(v, str) else "") for m, v in zip(rows.method, rows.variant,
+                                                                                      strict=True)]
     out = []
     for preset, df in rows.groupby("preset", sort=True):
         scores = final_scores(df, last=LAST).merge(
