@@ -17,6 +17,7 @@ from functools import partial
 
 import torch
 
+from benchmarks.ceiling import measure_ceiling
 from nelib.runner.config import make_config
 from nelib.runner.store import ResultStore
 
@@ -32,12 +33,13 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def measure(method: str, task: str, steps: int, threads: int, device: str) -> float:
+def measure(method: str, task: str, steps: int, threads: int, device: str, precision: str = "fp32") -> float:
     """Training steps/s of one short run of ``method``."""
     from nelib.runner.train import run
 
     cfg = make_config(task, method, 0, "ci", steps=2 * steps, start_steps=steps, eval_every=steps,
-                      eval_episodes=1, checkpoint_every=0, progress=False, threads=threads, device=device)
+                      eval_episodes=1, checkpoint_every=0, progress=False, threads=threads, device=device,
+                      **{"agent.precision": precision})
     with tempfile.TemporaryDirectory() as tmp:
         rows = run(cfg, ResultStore(tmp))
     return float(rows["steps_per_s"].iloc[-1])
@@ -119,21 +121,25 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-reference", action="store_true", help="skip the plain single-file TD3 yardstick")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"), help="nelib's --agent.precision")
     args = p.parse_args(argv)
+    ceiling = measure_ceiling(args.task, threads=args.threads, device=args.device)
     methods = args.methods.split(",")
     rows = methods if args.no_reference else ["plain TD3 (reference)", *methods]
     best = {m: 0.0 for m in rows}
     for _ in range(args.repeats):
         for m in rows:
-            fn = measure_reference if m.startswith("plain") else partial(measure, m)
+            fn = measure_reference if m.startswith("plain") else partial(measure, m, precision=args.precision)
             best[m] = max(best[m], fn(args.task, args.steps, args.threads, args.device))
     dev = torch.cuda.get_device_name() if args.device.startswith("cuda") else cpu_name()
     print(f"{args.task}, {args.steps} timed steps, best of {args.repeats}, threads={args.threads}, "
-          f"torch {torch.__version__}, {dev}")
-    print("| method | steps/s | time per step vs td3 |\n|---|---|---|")
+          f"torch {torch.__version__}, {dev}, precision {args.precision}")
+    print(ceiling.describe())
+    share = "share of the fp32" + (" / bf16" if ceiling.bf16 else "") + " ceiling"
+    print(f"| method | steps/s | time per step vs td3 | {share} |\n|---|---|---|---|")
     for m in rows:
         ratio = best["td3"] / best[m] if "td3" in best else float("nan")
-        print(f"| {m} | {best[m]:.1f} | {ratio:.2f}x |")
+        print(f"| {m} | {best[m]:.1f} | {ratio:.2f}x | {ceiling.shares(best[m])} |")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import time
 import torch
 
 from benchmarks.bench import cpu_name
+from benchmarks.ceiling import measure_ceiling
 from nelib.runner.backends import run_configs
 from nelib.runner.config import make_config
 from nelib.runner.store import ResultStore
@@ -77,11 +78,15 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     ks = [int(k) for k in args.ks.split(",")]
     dev = torch.cuda.get_device_name() if args.device.startswith("cuda") else cpu_name()
+    # Per-process ceiling: one thread's (the pool's processes run one thread each).
+    ceiling = measure_ceiling(args.task, threads=1, device=args.device)
     print(f"{args.method} on {args.task}, {args.steps} timed steps per run, device {args.device} ({dev}), "
           f"{os.cpu_count()} cores, vectorized: {args.threads} thread(s), pool: {args.workers} workers x 1 thread, "
           f"torch {torch.__version__}", flush=True)
-    print("| K | vectorized | vectorized x W | pool | vectorized / pool | vectorized x W / pool | wall: vectorized, "
-          "x W, pool |\n|---|---|---|---|---|---|---|", flush=True)
+    print(f"{ceiling.describe()} per thread", flush=True)
+    share = "share of the fp32" + (" / bf16" if ceiling.bf16 else "") + " ceiling: vectorized, x W, pool"
+    print(f"| K | vectorized | vectorized x W | pool | vectorized / pool | vectorized x W / pool | wall: vectorized, "
+          f"x W, pool | {share} |\n|---|---|---|---|---|---|---|---|", flush=True)
     modes = ["vec"] + ([] if args.no_pool else ["vec-pool", "pool"])
     nan = (float("nan"), float("nan"))
     single = None
@@ -95,8 +100,12 @@ def main(argv: list[str] | None = None) -> None:
                                          vectorize=mode == "vec-pool")
         single = single or res["vec"][0]
         vec, vecw, pool = res["vec"][0], res["vec-pool"][0], res["pool"][0]
+        w = min(k, args.workers)
+        shares = ", ".join(ceiling.shares(r, c) for r, c in ((vec, args.threads or 1), (vecw, w), (pool, w))
+                           if r == r)  # NaN: mode not run
         print(f"| {k} | {vec:.0f} ({vec / single:.1f}x K=1) | {vecw:.0f} | {pool:.0f} | {vec / pool:.2f}x | "
-              f"{vecw / pool:.2f}x | {res['vec'][1]:.0f}, {res['vec-pool'][1]:.0f}, {res['pool'][1]:.0f} |", flush=True)
+              f"{vecw / pool:.2f}x | {res['vec'][1]:.0f}, {res['vec-pool'][1]:.0f}, {res['pool'][1]:.0f} | {shares} |",
+              flush=True)
 
 
 if __name__ == "__main__":

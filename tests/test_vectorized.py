@@ -17,7 +17,7 @@ from conftest import FAKE, run_interrupted
 import nelib.runner.train as train
 from nelib.runner.config import make_config
 from nelib.runner.store import ResultStore
-from nelib.runner.vectorized import batched_linear, check_group, run_vectorized
+from nelib.runner.vectorized import batched_linear, check_group, run_vectorized, seed_groups
 
 # Short runs (200 updates) whose NE topology updates fire (every 20 updates: 10 critic and 5 actor updates of
 # the masks), and baselines' intervals short enough to fire too (Reset at 150 updates, ReDo every 100,
@@ -133,11 +133,14 @@ def test_only_seed_may_differ():
         check_group([a, a])
     with pytest.raises(ValueError, match="TD3 tasks only"):
         check_group([make_config("dmc:cartpole-swingup", "drq", 0, "ci")])
+    bf16 = [make_config(FAKE, "td3", s, "ci", **{"agent.precision": "bf16"}) for s in (0, 1)]
+    with pytest.raises(ValueError, match="fp32 only"):
+        check_group(bf16)
+    assert seed_groups(bf16, 2) == [[bf16[0]], [bf16[1]]]  # a sweep trains them one per process
 
 
 def test_seed_groups_and_sweep_integration(tmp_path):
     from nelib.runner.backends import run_configs
-    from nelib.runner.vectorized import seed_groups
 
     td3 = configs("td3", (0, 1, 2), **SMALL_BATCH, steps=150, eval_every=50)
     ne = configs("ne", (0, 1), **SMALL_BATCH)

@@ -24,6 +24,7 @@ from nelib.sparse.topology import TopologyConfig
 from nelib.torch_ops import soft_update_
 
 ARCHS = ("td3", "ne")
+PRECISIONS = ("fp32", "bf16")
 # What TD3 checkpoints of its own, before SparseAgent's generators, NE state and counters.
 _STATE = ("actor", "critic", "actor_target", "critic_target", "actor_opt", "critic_opt")
 
@@ -53,6 +54,10 @@ class TD3Config:
     """Critic updates per actor (and target) update."""
     expl_noise: float = 0.1
     """Std of the Gaussian exploration noise (in units of max_action)."""
+    precision: str = "fp32"
+    """Matrix products of the update in ``fp32`` or ``bf16`` (autocast: weights, Adam, output layers and
+    losses stay fp32; acting and measuring stay fp32). ``bf16`` needs bf16 matrix units (AVX512-BF16 or AMX
+    on a CPU, a bf16-capable GPU)."""
 
     def __post_init__(self):
         if self.arch not in ARCHS:
@@ -63,6 +68,22 @@ class TD3Config:
             raise ValueError("agent.batch_size, agent.policy_delay and agent.lr must be > 0")
         if not 0 < self.gamma <= 1 or not 0 < self.tau <= 1:
             raise ValueError("agent.gamma and agent.tau must be in (0, 1]")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"agent.precision must be one of {PRECISIONS}, got {self.precision!r}")
+
+
+def check_precision(precision: str, device: torch.device) -> None:
+    """A one-line error when ``precision`` cannot run fast on ``device`` (bf16 without bf16 matrix units
+    would be emulated, several times slower than fp32)."""
+    if precision != "bf16":
+        return
+    if device.type == "cuda":
+        ok = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    else:
+        ok = device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    if not ok:
+        raise ValueError(f"agent.precision bf16 needs bf16 matrix units (AVX512-BF16 or AMX, or a bf16 GPU); "
+                         f"{device} has none: use fp32")
 
 
 def smoothed_action(target_action: torch.Tensor, noise: torch.Tensor, cfg: TD3Config,
@@ -102,6 +123,8 @@ class TD3(SparseAgent):
         warmup_steps: int = 0,
     ):
         self.cfg, self.device, self.max_action, self.act_dim = cfg, torch.device(device), max_action, act_dim
+        check_precision(cfg.precision, self.device)
+        self._bf16 = cfg.precision == "bf16"
         sparsity = sparsity or SparsityConfig()
         torch.manual_seed(stream_seed(seed, NETWORKS))  # the initial weights
         ln = cfg.layernorm
@@ -147,12 +170,14 @@ class TD3(SparseAgent):
         cfg = self.cfg
         self.updates += 1
         obs, act, rew, next_obs, not_done = buffer.sample(cfg.batch_size, self.review)
-        with torch.no_grad():
+        with torch.no_grad(), self._autocast():
             noise = torch.randn(act.shape, generator=self.gen, device=self.device)
             next_act = smoothed_action(self.actor_target(next_obs), noise, cfg, self.max_action)
             target = td_target(rew, not_done, *self.critic_target(next_obs, next_act), cfg.gamma)
         self._watch("critic", self.updates)
-        critic_loss = twin_critic_loss(*self.critic(obs, act), target)
+        with self._autocast():
+            q1, q2 = self.critic(obs, act)
+        critic_loss = twin_critic_loss(q1, q2, target)
         self.critic_opt.zero_grad(set_to_none=True)
         critic_loss.backward()
         self._optimizer_step("critic", self.updates, (obs, act))
@@ -161,7 +186,9 @@ class TD3(SparseAgent):
         if self.updates % cfg.policy_delay == 0:
             self.actor_updates += 1
             self._watch("actor", self.actor_updates)
-            actor_loss = -self.critic.q1_value(obs, self.actor(obs)).mean()  # deterministic policy gradient
+            with self._autocast():
+                q = self.critic.q1_value(obs, self.actor(obs))
+            actor_loss = -q.mean()  # deterministic policy gradient
             self.actor_opt.zero_grad(set_to_none=True)
             actor_loss.backward()
             self._optimizer_step("actor", self.actor_updates, (obs,))
@@ -171,6 +198,10 @@ class TD3(SparseAgent):
         for intervention in self.interventions:
             intervention.after_update(self, obs, act)
         return out
+
+    def _autocast(self):
+        """bf16 autocast for ``agent.precision bf16``, a no-op context otherwise."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self._bf16)
 
     # -- measuring ----------------------------------------------------------------------------------
     def plasticity(self, obs: torch.Tensor, act: torch.Tensor) -> dict[str, float]:

@@ -33,7 +33,7 @@ ADDED_LATER = {("review", "window"): 0, ("review", "threshold_ratio"): 0.5, ("re
                ("sparsity", "keep"): "random", ("topology", "grow_actor"): True,
                ("topology", "algorithm"): "ne", ("topology", "rewire_fraction"): 0.1,
                ("topology", "pruning", "criterion"): "dormant", ("topology", "growth", "empty_score"): "gradient",
-               ("topology", "growth", "revive_first"): False}
+               ("topology", "growth", "revive_first"): False, ("agent", "precision"): "fp32"}
 
 
 def algo_of(task: str) -> str:

@@ -334,6 +334,8 @@ def check_group(configs: Sequence[TrainConfig]) -> None:
         raise ValueError("no configs to run")
     if any(c.algo != "td3" for c in configs):
         raise ValueError("vectorized seeds are implemented for TD3 tasks only (DrQ runs one seed per process)")
+    if any(c.agent.precision != "fp32" for c in configs):
+        raise ValueError("vectorized seeds run in fp32 only (agent.precision bf16 runs one seed per process)")
     seeds = [c.seed for c in configs]
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"vectorized runs need distinct seeds, got {seeds}")
@@ -348,7 +350,7 @@ def seed_groups(configs: Sequence[TrainConfig], k: int) -> list[list[TrainConfig
     groups: dict[object, list[list[TrainConfig]]] = {}
     items: list[list[TrainConfig]] = []
     for c in configs:
-        if c.algo != "td3" or k <= 1:
+        if c.algo != "td3" or k <= 1 or c.agent.precision != "fp32":
             items.append([c])
             continue
         key = dataclasses.replace(c, seed=0).hash() + str((c.device, c.threads, c.checkpoint_every, c.progress))

@@ -1,0 +1,26 @@
+"""The benchmarks' arithmetic: the matrix products a TD3 step does, and how a rate is set against the ceiling."""
+
+from benchmarks.ceiling import Ceiling, Gemm, td3_step_gemms, time_gemms
+
+
+def test_td3_step_counts_every_product_once():
+    # obs 3, action 1, hidden (4, 4), batch 2: counted by hand layer by layer (forward 2mkn each; a backward
+    # pass has a weight gradient per layer and an input gradient per layer but the first, except through Q1
+    # in the actor update, whose input carries the action).
+    gemms = td3_step_gemms(3, 1, (4, 4), (4, 4), batch=2, policy_delay=2)
+    act, target, critic, actor, through_q1 = 64, 128 + 288, 288 + 288 + 160, 64 + 64 + 40, 72 + 72 + 72
+    assert sum(g.flops for g in gemms) == act + target + critic + actor + through_q1 == 1600
+    assert len({(g.m, g.k, g.n) for g in gemms}) == len(gemms)  # one entry per shape
+
+
+def test_shares_against_the_ceiling_of_all_cores():
+    c = Ceiling(mflop_per_step=440.0, fp32=200.0, bf16=800.0)
+    assert c.shares(100.0) == "50% / 12%"
+    assert c.shares(300.0, cores=2) == "75% / 19%"
+    assert Ceiling(440.0, 200.0, None).shares(100.0) == "50%"
+    assert "bf16: no hardware support" in Ceiling(440.0, 200.0, None).describe()
+
+
+def test_timing_scales_with_the_count():
+    one = time_gemms([Gemm(8, 8, 8, 1.0)], min_time=0.01)
+    assert one > 0 and time_gemms([Gemm(8, 8, 8, 0.0)], min_time=0.01) == 0
