@@ -40,6 +40,7 @@ from nelib.sparse.masks import density_report
 from nelib.sparse.review import ReviewConfig
 from nelib.sparse.topology import TopologyConfig
 from nelib.torch_ops import soft_update_
+from nelib.validation import check_between, check_non_negative, check_positive
 
 
 @dataclasses.dataclass
@@ -92,14 +93,10 @@ class DrQConfig:
     """bf16 autocast for the forward passes (a speed option for AMX CPUs and GPUs; slower on AVX2 CPUs)."""
 
     def __post_init__(self):
-        if self.batch_size <= 0 or self.augmentations <= 0 or self.lr <= 0:
-            raise ValueError("drq.batch_size, drq.augmentations and drq.lr must be > 0")
-        if self.actor_update_every <= 0 or self.target_update_every <= 0:
-            raise ValueError("drq.actor_update_every and drq.target_update_every must be > 0")
-        if self.image_pad < 0 or self.action_repeat < 0 or self.frame_stack <= 0:
-            raise ValueError("drq.image_pad and drq.action_repeat must be >= 0, drq.frame_stack > 0")
-        if not 0 < self.gamma <= 1 or not 0 < self.critic_tau <= 1:
-            raise ValueError("drq.gamma and drq.critic_tau must be in (0, 1]")
+        check_positive("drq", self, "batch_size", "augmentations", "lr", "actor_update_every", "target_update_every",
+                       "frame_stack")
+        check_non_negative("drq", self, "image_pad", "action_repeat")
+        check_between("drq", self, ("gamma", "critic_tau"), 0, 1, open_low=True)
         if self.log_std_min >= self.log_std_max:
             raise ValueError("drq.log_std_min must be below drq.log_std_max")
 

@@ -22,6 +22,7 @@ from nelib.seeding import NETWORKS, stream_seed
 from nelib.sparse.review import ReviewConfig
 from nelib.sparse.topology import TopologyConfig
 from nelib.torch_ops import soft_update_
+from nelib.validation import check_between, check_choice, check_positive
 
 ARCHS = ("td3", "ne")
 # What TD3 checkpoints of its own, before SparseAgent's generators, NE state and counters.
@@ -55,14 +56,10 @@ class TD3Config:
     """Std of the Gaussian exploration noise (in units of max_action)."""
 
     def __post_init__(self):
-        if self.arch not in ARCHS:
-            raise ValueError(f"agent.arch must be one of {ARCHS}, got {self.arch!r}")
-        if self.layernorm not in ("none", "all"):
-            raise ValueError(f"agent.layernorm must be 'none' or 'all', got {self.layernorm!r}")
-        if self.batch_size <= 0 or self.policy_delay <= 0 or self.lr <= 0:
-            raise ValueError("agent.batch_size, agent.policy_delay and agent.lr must be > 0")
-        if not 0 < self.gamma <= 1 or not 0 < self.tau <= 1:
-            raise ValueError("agent.gamma and agent.tau must be in (0, 1]")
+        check_choice("agent", self, "arch", ARCHS)
+        check_choice("agent", self, "layernorm", ("none", "all"))
+        check_positive("agent", self, "batch_size", "policy_delay", "lr")
+        check_between("agent", self, ("gamma", "tau"), 0, 1, open_low=True)
 
 
 def smoothed_action(target_action: torch.Tensor, noise: torch.Tensor, cfg: TD3Config,

@@ -26,6 +26,7 @@ from nelib.metrics import redo_scores
 from nelib.sparse.dormant import PruneConfig, prune_dormant, prune_smallest, unit_layers
 from nelib.sparse.growth import GrowthConfig, StraightThrough, end_of_growth, grow, growth_count, revived_units
 from nelib.sparse.masks import masked_layers, reset_adam_state
+from nelib.validation import check_between, check_choice, check_positive
 
 ALGORITHMS = ("ne", "official")
 
@@ -51,12 +52,9 @@ class TopologyConfig:
     """``official``: peak fraction of active connections swapped per update once the target is reached."""
 
     def __post_init__(self):
-        if self.interval <= 0:
-            raise ValueError(f"interval must be > 0, got {self.interval}")
-        if self.algorithm not in ALGORITHMS:
-            raise ValueError(f"topology.algorithm must be one of {ALGORITHMS}, got {self.algorithm!r}")
-        if not 0.0 <= self.rewire_fraction <= 0.5:
-            raise ValueError(f"topology.rewire_fraction must be in [0, 0.5], got {self.rewire_fraction}")
+        check_positive("topology", self, "interval")
+        check_choice("topology", self, "algorithm", ALGORITHMS)
+        check_between("topology", self, ("rewire_fraction",), 0, 0.5)
 
 
 class TopologyScheduler:
