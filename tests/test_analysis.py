@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nelib.report import analysis
+from nelib.report import curves, cyclic, plotting, score_figures, scoring, verdicts
 
 
 def rows():
@@ -19,37 +19,37 @@ def rows():
 
 
 def test_final_scores_and_comparison():
-    scores = analysis.final_scores(rows(), last=2)
+    scores = scoring.final_scores(rows(), last=2)
     got = scores.set_index(["label", "seed"])["score"].to_dict()
     assert got == {("ne", 0): 200.0, ("ne", 1): 205.0, ("td3", 0): 100.0, ("td3", 1): 105.0}
-    (line,) = analysis.compare(scores, "ne", "td3")
+    (line,) = verdicts.compare(scores, "ne", "td3")
     assert line.startswith("T: ne 202 vs td3 102 (+98%, higher; 2 seed(s) each)")
-    (trend,) = analysis.trend(rows(), "critic_active_ratio", "ne", early=1, late=1)
+    (trend,) = verdicts.trend(rows(), "critic_active_ratio", "ne", early=1, late=1)
     assert trend == "T (ne): critic active-neuron ratio fell from 1.000 (at 0k steps) to 0.800 (at 2k steps)"
-    (trend,) = analysis.trend(rows(), "critic_active_ratio", "ne", unit="frames")
+    (trend,) = verdicts.trend(rows(), "critic_active_ratio", "ne", unit="frames")
     assert trend.endswith("fell from 0.950 (frames 0k-1k) to 0.850 (frames 1k-2k)")
 
 
 def test_normalised_scores_layout_and_forgetting():
-    scores = analysis.final_scores(rows(), last=2)
-    norm = analysis.normalized_scores(scores, "td3")
+    scores = scoring.final_scores(rows(), last=2)
+    norm = scoring.normalized_scores(scores, "td3")
     assert norm["td3"].shape == (2, 1) and norm["td3"].mean() == pytest.approx(1.0)
     np.testing.assert_allclose(norm["ne"][:, 0], [200 / 102.5, 205 / 102.5])
     # a label missing from a task takes that task out of every label's aggregate
     more = pd.concat([scores, pd.DataFrame({"task": "U", "label": ["td3", "td3", "ne"], "seed": [0, 1, 0],
                                             "score": [10.0, 30.0, 40.0]})], ignore_index=True)
-    assert analysis.common_tasks(more) == ["T", "U"]
-    both = analysis.normalized_scores(more, "td3")
+    assert scoring.common_tasks(more) == ["T", "U"]
+    both = scoring.normalized_scores(more, "td3")
     np.testing.assert_allclose(both["ne"], [[200 / 102.5, 2.0]])  # ne's seed 1 has no run on U
-    assert analysis.common_tasks(more[~((more.task == "U") & (more.label == "ne"))]) == ["T"]
-    drop = analysis.forgetting(rows())
+    assert scoring.common_tasks(more[~((more.task == "U") & (more.label == "ne"))]) == ["T"]
+    drop = scoring.forgetting(rows())
     assert (drop["drop"] == 0).all()
 
 
 def test_sensitivity_table_parses_variant_labels():
     scores = pd.DataFrame({"task": "T", "seed": 0, "score": [1.0, 2.0, 3.0],
                            "label": ["ne", "ne@rate0.002", "ne@density0.1"]})
-    table = analysis.sensitivity_table(scores, {"rate": 0.008, "density": 0.2})
+    table = scoring.sensitivity_table(scores, {"rate": 0.008, "density": 0.2})
     assert set(map(tuple, table[["param", "value", "default"]].values.tolist())) == {
         ("rate", 0.008, True), ("density", 0.2, True), ("rate", 0.002, False), ("density", 0.1, False)}
 
@@ -60,11 +60,11 @@ def test_sensitivity_plot_with_one_task():
     matplotlib.use("Agg")
     scores = pd.DataFrame({"task": "T", "seed": [0, 1, 0], "score": [1.0, 2.0, 3.0],
                            "label": ["ne", "ne", "ne@rate0.002"]})
-    fig = analysis.sensitivity_plot(analysis.sensitivity_table(scores, {"rate": 0.008}))
+    fig = score_figures.sensitivity_plot(scoring.sensitivity_table(scores, {"rate": 0.008}))
     (ax,) = fig.axes
     assert [t.get_text() for t in ax.get_xticklabels()] == ["0.002", "0.008\n(default)"]
     two = pd.concat([scores, scores.assign(task="U")], ignore_index=True)
-    fig = analysis.sensitivity_plot(analysis.sensitivity_table(two, {"rate": 0.008}))
+    fig = score_figures.sensitivity_plot(scoring.sensitivity_table(two, {"rate": 0.008}))
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["T", "U"]
 
 
@@ -75,11 +75,11 @@ def test_sensitivity_plot_is_the_same_on_every_call():
     matplotlib.use("Agg")
     scores = pd.DataFrame({"task": "T", "seed": [0, 1, 2, 0, 1, 2], "score": [1.0, 2.0, 3.0, 2.0, 3.0, 4.0],
                            "label": ["ne"] * 3 + ["ne@rate0.002"] * 3})
-    table = analysis.sensitivity_table(scores, {"rate": 0.008})
+    table = scoring.sensitivity_table(scores, {"rate": 0.008})
     offsets = []
     for _ in range(2):
         np.random.uniform(size=7)  # whatever drew from numpy's global RNG before
-        fig = analysis.sensitivity_plot(table)
+        fig = score_figures.sensitivity_plot(table)
         offsets.append(np.concatenate([c.get_offsets()[:, 0] for c in fig.axes[0].collections]))
     assert np.array_equal(offsets[0], offsets[1])
 
@@ -89,7 +89,7 @@ def test_first_divergence_brackets_where_two_arms_part():
     same = df[df["label"] == "td3"].assign(label="td3-copy")
     # seed 0 parts at step 2000, seed 1 never
     same.loc[(same["seed"] == 0) & (same["step"] == 2000), "return_mean"] += 1.0
-    got = analysis.first_divergence(pd.concat([df, same]), "td3", "td3-copy")
+    got = scoring.first_divergence(pd.concat([df, same]), "td3", "td3-copy")
     assert got.to_dict("records") == [
         {"task": "T", "seed": 0, "last_same": 1000, "first_different": 2000},
         {"task": "T", "seed": 1, "last_same": 2000, "first_different": pytest.approx(np.nan, nan_ok=True)}]
@@ -114,13 +114,13 @@ def cyclic_rows():
 
 def test_visit_spans_and_revisit_changes():
     df = cyclic_rows()
-    spans = analysis.visit_spans(df)
+    spans = cyclic.visit_spans(df)
     assert spans["task"].tolist() == ["A-v5", "B-v5", "A-v5", "B-v5"]
     assert spans["start"].tolist() == [0.0, 25.0, 40.0, 60.0]  # stage 0 ends at 20 or 30: median 25
     assert spans["end"].tolist() == [25.0, 40.0, 60.0, 80.0]
-    visits = analysis.visit_returns(df)
+    visits = cyclic.visit_returns(df)
     assert visits["visit"].tolist().count(2) == 8 and set(visits["visit"]) == {1, 2}
-    got = analysis.revisit_changes(visits)
+    got = cyclic.revisit_changes(visits)
     # task A: stage 0 -> 100.5 for both; stage 2 -> 300.5 (td3) and 350.5 (ne); task B: 200.5 -> 400.5/450.5
     assert got[["task", "label"]].values.tolist() == [["A-v5", "ne"], ["A-v5", "td3"], ["B-v5", "ne"],
                                                       ["B-v5", "td3"]]
@@ -132,27 +132,27 @@ def test_cyclic_figures_shade_each_visit_and_keep_one_legend():
     import matplotlib.pyplot as plt
 
     df = cyclic_rows()
-    fig = analysis.cyclic_curves(df, ["return_mean", "critic_active_ratio"])
+    fig = cyclic.cyclic_curves(df, ["return_mean", "critic_active_ratio"])
     top = fig.axes[0]
     assert [t.get_text() for t in top.texts] == ["A\nvisit 1", "B\nvisit 1", "A\nvisit 2", "B\nvisit 2"]
     assert len(top.patches) >= 2 and len(fig.legends) == 1 and top.get_legend() is None  # every other visit grey
     assert "95% bootstrap CI" in fig.texts[-1].get_text()  # the caption says what the bands are
-    fig2 = analysis.visit_return_grid(analysis.visit_returns(df), labels=["td3", "ne", "reset"])
+    fig2 = cyclic.visit_return_grid(cyclic.visit_returns(df), labels=["td3", "ne", "reset"])
     assert [ax.get_title() for ax in fig2.axes] == ["A-v5", "B-v5"]
     # absent labels dropped, readable names with their seeds
     assert [t.get_text() for t in fig2.legends[0].get_texts()] == ["TD3 (n=2)", "NE (n=2)"]
-    analysis.visit_return_grid(analysis.visit_returns(df[df.label == "ne"]))  # one label: nothing to dodge
+    cyclic.visit_return_grid(cyclic.visit_returns(df[df.label == "ne"]))  # one label: nothing to dodge
     plt.close("all")
 
 
 def test_bootstrap_intervals_depend_on_their_seed_only():
-    scores = analysis.final_scores(rows(), last=2)
+    scores = scoring.final_scores(rows(), last=2)
     np.random.seed(123)
-    a = analysis.aggregate(scores, reps=200, seed=0)
+    a = scoring.aggregate(scores, reps=200, seed=0)
     np.random.seed(7)  # numpy's global RNG does not matter
-    pd.testing.assert_frame_equal(a, analysis.aggregate(scores, reps=200, seed=0))
-    b = analysis.probability_of_improvement(scores, "ne", ["td3"], reps=200, seed=0)
-    pd.testing.assert_frame_equal(b, analysis.probability_of_improvement(scores, "ne", ["td3"], reps=200, seed=0))
+    pd.testing.assert_frame_equal(a, scoring.aggregate(scores, reps=200, seed=0))
+    b = scoring.probability_of_improvement(scores, "ne", ["td3"], reps=200, seed=0)
+    pd.testing.assert_frame_equal(b, scoring.probability_of_improvement(scores, "ne", ["td3"], reps=200, seed=0))
     assert b["point"].item() == 1.0  # both ne seeds above both td3 seeds
 
 
@@ -171,10 +171,10 @@ def curve_rows():
 def test_curve_grid_states_its_statistic_seeds_and_random_start():
     import matplotlib.pyplot as plt
 
-    fig = analysis.curve_grid(curve_rows(), ["return_mean", "critic_active_ratio", "critic_density"],
+    fig = curves.curve_grid(curve_rows(), ["return_mean", "critic_active_ratio", "critic_density"],
                               random_start=2000)
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
-    assert legend == ["TD3 (n=2)", "ReDo (n=2)", analysis.RANDOM_START_LABEL]
+    assert legend == ["TD3 (n=2)", "ReDo (n=2)", plotting.RANDOM_START_LABEL]
     text = fig.texts[-1].get_text().replace("\n", " ")
     assert "mean over seeds" in text and "95% bootstrap CI across seeds" in text and "2,000 steps" in text
     ret, act, dens = fig.axes
@@ -194,12 +194,12 @@ def test_redo_recycles_are_marked_from_the_config():
             self.redo = RedoConfig(enabled=enabled, interval=interval)
 
     df = curve_rows()
-    marked = analysis.mark_recycles(df[df.seed == 0], [Cfg("redo", 2000, True), Cfg("td3", 1000, False)])
+    marked = curves.mark_recycles(df[df.seed == 0], [Cfg("redo", 2000, True), Cfg("td3", 1000, False)])
     redo = marked[marked.label == "redo"]
     assert redo.loc[redo.after_recycle, "step"].tolist() == [4000, 6000]  # 2000 and 4000 updates
     assert not marked.loc[marked.label == "td3", "after_recycle"].any()
-    fig = analysis.curve_grid(marked, ["critic_active_ratio"], random_start=2000)
-    assert analysis.RECYCLE_LABEL in [t.get_text() for t in fig.legends[0].get_texts()]
+    fig = curves.curve_grid(marked, ["critic_active_ratio"], random_start=2000)
+    assert curves.RECYCLE_LABEL in [t.get_text() for t in fig.legends[0].get_texts()]
     assert "every 2,000 updates" in fig.texts[-1].get_text().replace("\n", " ")
     import matplotlib.pyplot as plt
 
@@ -209,31 +209,31 @@ def test_redo_recycles_are_marked_from_the_config():
 def test_interval_plot_leaves_out_an_iqm_that_equals_the_mean():
     import matplotlib.pyplot as plt
 
-    scores = analysis.final_scores(rows(), last=2)  # 2 seeds x 1 task per method: IQM == mean
-    agg = analysis.aggregate(scores, reps=50)
-    counts = analysis.run_counts(scores)
+    scores = scoring.final_scores(rows(), last=2)  # 2 seeds x 1 task per method: IQM == mean
+    agg = scoring.aggregate(scores, reps=50)
+    counts = scoring.run_counts(scores)
     assert counts == {"ne": (2, 1), "td3": (2, 1)}
-    fig = analysis.interval_plot(agg, counts=counts, order=["td3", "ne"])
+    fig = score_figures.interval_plot(agg, counts=counts, order=["td3", "ne"])
     assert [ax.get_title() for ax in fig.axes] == ["mean", "optimality gap (lower is better)"]
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["TD3\n(n=2 seeds)", "NE\n(n=2 seeds)"]
     assert "No IQM panel" in fig.texts[-1].get_text().replace("\n", " ")
-    assert len(analysis.interval_plot(agg).axes) == 3  # without counts nothing is dropped
+    assert len(score_figures.interval_plot(agg).axes) == 3  # without counts nothing is dropped
     plt.close("all")
 
 
 def test_difference_and_its_verdict():
     scores = pd.DataFrame({"task": "T", "label": ["a"] * 3 + ["b"] * 3, "seed": [0, 1, 2] * 2,
                            "score": [10.0, 11.0, 12.0, 1.0, 2.0, 3.0]})
-    diff = analysis.difference(scores, "a", "b")
+    diff = scoring.difference(scores, "a", "b")
     assert diff["diff"].item() == 9.0 and 0 < diff["low"].item() < 9 < diff["high"].item()
-    assert "ends above" in analysis.difference_verdict(diff, "a", "b")
+    assert "ends above" in verdicts.difference_verdict(diff, "a", "b")
     noisy = scores.assign(score=[10.0, 0.0, 20.0, 1.0, 12.0, 3.0])
-    verdict = analysis.difference_verdict(analysis.difference(noisy, "a", "b"), "a", "b")
+    verdict = verdicts.difference_verdict(scoring.difference(noisy, "a", "b"), "a", "b")
     assert "within seed-to-seed variation" in verdict
-    one = analysis.difference(scores[scores.seed == 0], "a", "b")
-    assert np.isnan(one["low"].item()) and "no conclusion" in analysis.difference_verdict(one, "a", "b")
-    assert "cannot be compared" in analysis.difference_verdict(analysis.difference(scores, "a", "c"), "a", "c")
-    assert analysis.absent_note(scores, ["a", "c"]).startswith("No usable runs of `c`")
+    one = scoring.difference(scores[scores.seed == 0], "a", "b")
+    assert np.isnan(one["low"].item()) and "no conclusion" in verdicts.difference_verdict(one, "a", "b")
+    assert "cannot be compared" in verdicts.difference_verdict(scoring.difference(scores, "a", "c"), "a", "c")
+    assert verdicts.absent_note(scores, ["a", "c"]).startswith("No usable runs of `c`")
 
 
 def test_bootstrap_intervals_are_the_same_on_every_call_with_enough_seeds():
@@ -241,11 +241,11 @@ def test_bootstrap_intervals_are_the_same_on_every_call_with_enough_seeds():
     rng = np.random.default_rng(3)
     scores = pd.DataFrame({"task": "T", "label": ["td3"] * 5 + ["ne"] * 5, "seed": list(range(5)) * 2,
                            "score": np.r_[rng.normal(100, 10, 5), rng.normal(120, 30, 5)]})
-    first = analysis.aggregate(scores, reps=300, seed=0)
+    first = scoring.aggregate(scores, reps=300, seed=0)
     np.random.seed(99)
     state = np.random.get_state()
-    pd.testing.assert_frame_equal(first, analysis.aggregate(scores, reps=300, seed=0))
+    pd.testing.assert_frame_equal(first, scoring.aggregate(scores, reps=300, seed=0))
     assert np.array_equal(np.random.get_state()[1], state[1])  # the caller's global state is left alone
-    assert not first.equals(analysis.aggregate(scores, reps=300, seed=1))
-    poi = analysis.probability_of_improvement(scores, "ne", ["td3"], reps=300, seed=0)
-    pd.testing.assert_frame_equal(poi, analysis.probability_of_improvement(scores, "ne", ["td3"], reps=300, seed=0))
+    assert not first.equals(scoring.aggregate(scores, reps=300, seed=1))
+    poi = scoring.probability_of_improvement(scores, "ne", ["td3"], reps=300, seed=0)
+    pd.testing.assert_frame_equal(poi, scoring.probability_of_improvement(scores, "ne", ["td3"], reps=300, seed=0))

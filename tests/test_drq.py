@@ -9,7 +9,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmarks.bench_pixels import grid_sample_shift
-from nelib.agents.drq import DrQ, DrQConfig, Encoder, conv_output_size, random_shift, squashed_sample
+from nelib.agents.augmentation import random_shift
+from nelib.agents.drq import DrQ, DrQConfig
+from nelib.agents.drq_networks import Encoder, conv_output_size, squashed_sample
 from nelib.agents.pixel_replay import PixelReplayBuffer
 from nelib.agents.td3 import SparsityConfig
 from nelib.metrics import capture_activations, plasticity_report, redo_scores
@@ -385,3 +387,40 @@ def test_ab_mode_trains_one_arm_with_each_update(monkeypatch):
     steps = int(df["step"].max())
     assert calls["n"] == steps - min(500, steps // 4)  # every update of the reference arm, none of nelib's
     assert np.isfinite(df["return_mean"]).all()
+
+
+# -- checkpointing ---------------------------------------------------------------------------------------
+
+def _shapes(state: dict) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in state.items()}
+
+
+def test_drq_checkpoint_keys_and_shapes_are_those_of_earlier_checkpoints():
+    # Written down from the agent as it was before its networks moved to nelib.agents.drq_networks: a stored
+    # DrQ checkpoint loads (strictly) only while these names and shapes stay as they are.
+    conv = {f"encoder.convs.{i}.{p}": ((4, 9 if i == 0 else 4, 3, 3) if p != "bias" else (4,))
+            for i in (0, 2, 4, 6) for p in ("weight", "bias", "mask")}
+    head = {"0.weight": (8, 36), "0.bias": (8,), "0.mask": (8, 36), "1.weight": (8,), "1.bias": (8,)}
+
+    def mlp(prefix, fan_in, out):
+        dims = {0: (16, fan_in), 2: (16, 16), 4: (out, 16)}
+        return {f"{prefix}.{i}.{p}": (d if p != "bias" else d[:1]) for i, d in dims.items()
+                for p in ("weight", "bias", "mask")}
+
+    critic = {**conv, **{f"encoder.head.{k}": v for k, v in head.items()}, **mlp("q1", 10, 1), **mlp("q2", 10, 1)}
+    actor = {**{f"encoder_head.{k}": v for k, v in head.items()}, **mlp("trunk", 8, 4)}
+    cfg = DrQConfig(hidden_dim=16, batch_size=4, image_size=20, num_filters=4, feature_dim=8)
+    agent = DrQ((9, 20, 20), 2, cfg, SparsityConfig(density=0.5), TopologyConfig(), total_updates=10)
+    state = agent.state_dict()
+    assert sorted(state) == ["actor", "actor_opt", "actor_updates", "alpha_opt", "critic", "critic_opt",
+                             "critic_target", "gen", "interventions", "log_alpha", "mask_gen", "review", "topology",
+                             "topology_log", "updates"]
+    assert list(state["critic"]) == list(critic) and _shapes(state["critic"]) == critic
+    assert list(state["actor"]) == list(actor) and _shapes(state["actor"]) == actor
+    assert _shapes(state["critic_target"]) == critic
+    assert [len(state[k]["param_groups"][0]["params"]) for k in ("actor_opt", "critic_opt", "alpha_opt")] == [10, 24, 1]
+    fresh = DrQ((9, 20, 20), 2, cfg, SparsityConfig(density=0.5), TopologyConfig(), total_updates=10, seed=1)
+    fresh.load_state_dict(state)
+    for key in ("actor", "critic", "critic_target"):
+        for name, t in getattr(fresh, key).state_dict().items():
+            assert torch.equal(t, state[key][name]), (key, name)

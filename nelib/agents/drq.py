@@ -1,17 +1,18 @@
 """DrQ (Kostrikov, Yarats & Fergus 2020; the first DrQ, SAC-based) on pixels, with optional sparse networks
 and Neuroplastic Expansion.
 
-Networks follow denisyarats/drq: a conv encoder (4 conv layers of 32 3x3 filters, the first with stride 2,
-ReLUs, then a linear head to 50 features with LayerNorm and tanh), a twin Q-critic and a tanh-Gaussian actor
-(MLPs of two hidden layers of 1024). The critic owns the encoder and trains it; the actor reads the same conv
-layers (tied weights) without training them, through its own linear head. Every learned layer is a nelib
-masked layer, so NE's :class:`nelib.sparse.topology.TopologyScheduler` grows the critic *including its encoder*
-(conv channels are units for dormant pruning) and the actor's head and MLP, and ReDo/Reset act on them too.
+Networks follow denisyarats/drq (:mod:`nelib.agents.drq_networks`): a conv encoder, a twin Q-critic and a
+tanh-Gaussian actor (MLPs of two hidden layers of 1024). The critic owns the encoder and trains it; the actor
+reads the same conv layers (tied weights) without training them, through its own linear head. Every learned
+layer is a nelib masked layer, so NE's :class:`nelib.sparse.topology.TopologyScheduler` grows the critic
+*including its encoder* (conv channels are units for dormant pruning) and the actor's head and MLP, and
+ReDo/Reset act on them too.
 
 DrQ's regulariser: each sampled observation gets ``K = M = augmentations`` independent random shifts
-(replicate-pad 4, crop back to 84); the critic's target is the mean over the K shifted next observations and
-its loss the sum over the M shifted observations. SAC with a learned temperature (initial 0.1, target entropy
-``-|A|``), actor and target update every 2 updates, Polyak 0.01.
+(replicate-pad 4, crop back to 84; :func:`nelib.agents.augmentation.random_shift`); the critic's target is the
+mean over the K shifted next observations and its loss the sum over the M shifted observations. SAC with a
+learned temperature (initial 0.1, target entropy ``-|A|``), actor and target update every 2 updates, Polyak
+0.01.
 
 Speed (the update is all convolutions): the shifts are integer crops of uint8 frames (no ``grid_sample``),
 the actor update reuses one conv pass for the actor and the critic, convolutions run channels-last with
@@ -30,14 +31,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nelib.agents.augmentation import random_shift
 from nelib.agents.base import SparseAgent, SparsityConfig, last_relu
-from nelib.agents.networks import mlp
+from nelib.agents.drq_networks import Actor, Critic, Encoder, drq_init, squashed_sample
 from nelib.metrics import plasticity_report
 from nelib.seeding import NETWORKS, stream_seed
-from nelib.sparse.masks import MaskedConv2d, MaskedLinear, density_report
+from nelib.sparse.masks import density_report
 from nelib.sparse.review import ReviewConfig
 from nelib.sparse.topology import TopologyConfig
 from nelib.torch_ops import soft_update_
+from nelib.validation import check_between, check_non_negative, check_positive
 
 
 @dataclasses.dataclass
@@ -90,152 +93,12 @@ class DrQConfig:
     """bf16 autocast for the forward passes (a speed option for AMX CPUs and GPUs; slower on AVX2 CPUs)."""
 
     def __post_init__(self):
-        if self.batch_size <= 0 or self.augmentations <= 0 or self.lr <= 0:
-            raise ValueError("drq.batch_size, drq.augmentations and drq.lr must be > 0")
-        if self.actor_update_every <= 0 or self.target_update_every <= 0:
-            raise ValueError("drq.actor_update_every and drq.target_update_every must be > 0")
-        if self.image_pad < 0 or self.action_repeat < 0 or self.frame_stack <= 0:
-            raise ValueError("drq.image_pad and drq.action_repeat must be >= 0, drq.frame_stack > 0")
-        if not 0 < self.gamma <= 1 or not 0 < self.critic_tau <= 1:
-            raise ValueError("drq.gamma and drq.critic_tau must be in (0, 1]")
+        check_positive("drq", self, "batch_size", "augmentations", "lr", "actor_update_every", "target_update_every",
+                       "frame_stack")
+        check_non_negative("drq", self, "image_pad", "action_repeat")
+        check_between("drq", self, ("gamma", "critic_tau"), 0, 1, open_low=True)
         if self.log_std_min >= self.log_std_max:
             raise ValueError("drq.log_std_min must be below drq.log_std_max")
-
-
-# -- augmentation --------------------------------------------------------------------------------------
-
-def random_shift(x: torch.Tensor, pad: int, generator: torch.Generator | None = None, copies: int = 1,
-                 shifts: torch.Tensor | None = None, gather: bool | None = None) -> torch.Tensor:
-    """DrQ's random shift on a batch of images ``[B, C, H, W]`` (any dtype, uint8 here): ``copies`` shifted
-    copies of each, ``[copies * B, C, H, W]`` (copy ``j`` of sample ``b`` at row ``j * B + b``).
-
-    Each copy is the image replicate-padded by ``pad`` and cropped back at a random integer offset in
-    ``[0, 2 * pad]`` on each axis, which is what DrQ's ``ReplicationPad2d`` + random crop and DrQ-v2's padded
-    ``grid_sample`` compute, here as plain copies. ``shifts`` (``[copies * B, 2]``, row and column offsets)
-    replaces the random draw (made with ``generator``, on its device). ``gather`` crops all copies with one
-    indexing op instead of one slice copy each: the default on CUDA, where a loop would launch a kernel per
-    image and sync on the offsets; both give the same pixels.
-    """
-    b, c, h, w = x.shape
-    if shifts is None:
-        device = generator.device if generator is not None else x.device
-        shifts = torch.randint(0, 2 * pad + 1, (copies * b, 2), generator=generator, device=device)
-    if pad == 0:
-        return x.repeat(copies, 1, 1, 1)
-    padded = x.new_empty(b, c, h + 2 * pad, w + 2 * pad)  # replicate padding, by slices
-    padded[:, :, pad:pad + h, pad:pad + w] = x
-    padded[:, :, :pad, pad:pad + w] = x[:, :, :1]
-    padded[:, :, pad + h:, pad:pad + w] = x[:, :, -1:]
-    padded[:, :, :, :pad] = padded[:, :, :, pad:pad + 1]
-    padded[:, :, :, pad + w:] = padded[:, :, :, pad + w - 1:pad + w]
-    if x.is_cuda if gather is None else gather:
-        shifts = shifts.to(x.device)
-        rows = shifts[:, :1] + torch.arange(h, device=x.device)  # [copies * B, H]
-        cols = shifts[:, 1:] + torch.arange(w, device=x.device)  # [copies * B, W]
-        src = torch.arange(copies * b, device=x.device) % b
-        chans = torch.arange(c, device=x.device)
-        return padded[src[:, None, None, None], chans[None, :, None, None], rows[:, None, :, None],
-                      cols[:, None, None, :]]
-    out = x.new_empty(copies * b, c, h, w)
-    # On a CPU one slice copy per image beats the gather (about 8x, uint8 84x84).
-    for i, (dy, dx) in enumerate(shifts.tolist()):
-        out[i] = padded[i % b, :, dy:dy + h, dx:dx + w]
-    return out
-
-
-# -- networks ------------------------------------------------------------------------------------------
-
-def conv_output_size(image_size: int) -> int:
-    """Side of the encoder's last feature map: 84 -> 41 (3x3, stride 2) -> 39 -> 37 -> 35."""
-    side = (image_size - 3) // 2 + 1
-    return side - 2 * 3
-
-
-class Encoder(nn.Module):
-    """DrQ's conv encoder: 4 conv+ReLU layers, flatten, linear head, LayerNorm, tanh."""
-
-    def __init__(self, in_channels: int, image_size: int, num_filters: int = 32, feature_dim: int = 50):
-        super().__init__()
-        # In-place ReLUs: the conv activations are the largest tensors of the update, and writing them once
-        # instead of twice is measurably faster on a CPU.
-        layers: list[nn.Module] = [MaskedConv2d(in_channels, num_filters, 3, stride=2), nn.ReLU(inplace=True)]
-        for _ in range(3):
-            layers += [MaskedConv2d(num_filters, num_filters, 3, stride=1), nn.ReLU(inplace=True)]
-        self.convs = nn.Sequential(*layers)
-        self.conv_dim = num_filters * conv_output_size(image_size) ** 2
-        self.head = nn.Sequential(MaskedLinear(self.conv_dim, feature_dim), nn.LayerNorm(feature_dim))
-
-    def conv_features(self, obs: torch.Tensor) -> torch.Tensor:
-        """Flattened conv features ``[B, conv_dim]`` (channel-major, whatever the memory format)."""
-        return self.convs(obs).flatten(1)
-
-    def project(self, conv_features: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.head(conv_features))
-
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.project(self.conv_features(obs))
-
-
-class Critic(nn.Module):
-    """Encoder + two Q-networks on ``concat(features, action)``; ``forward`` returns both Q-values."""
-
-    def __init__(self, encoder: Encoder, act_dim: int, hidden_dim: int, feature_dim: int):
-        super().__init__()
-        self.encoder = encoder
-        self.q1 = mlp(feature_dim + act_dim, (hidden_dim, hidden_dim), 1)
-        self.q2 = mlp(feature_dim + act_dim, (hidden_dim, hidden_dim), 1)
-
-    def forward(self, obs: torch.Tensor | None, action: torch.Tensor,
-                conv_features: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.encoder(obs) if conv_features is None else self.encoder.project(conv_features)
-        x = torch.cat([h, action], dim=-1)
-        return self.q1(x), self.q2(x)
-
-
-class Actor(nn.Module):
-    """Tanh-Gaussian policy on the critic's conv layers (read, not trained: not a submodule) and its own
-    linear head; ``forward`` returns the mean and standard deviation before the tanh."""
-
-    def __init__(self, convs: nn.Sequential, conv_dim: int, act_dim: int, hidden_dim: int, feature_dim: int,
-                 log_std_bounds: tuple[float, float]):
-        super().__init__()
-        # Tied conv layers live in the critic; kept out of this module's parameters, masks and ReLUs, so the
-        # actor's optimizer, NE scheduler and metrics see only what the actor trains.
-        object.__setattr__(self, "convs", convs)
-        self.encoder_head = nn.Sequential(MaskedLinear(conv_dim, feature_dim), nn.LayerNorm(feature_dim))
-        self.trunk = mlp(feature_dim, (hidden_dim, hidden_dim), 2 * act_dim)
-        self.log_std_bounds = log_std_bounds
-
-    def forward(self, obs: torch.Tensor | None = None,
-                conv_features: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        if conv_features is None:
-            with torch.no_grad():  # DrQ detaches the encoder for the actor
-                conv_features = self.convs(obs).flatten(1)
-        mu, log_std = self.trunk(torch.tanh(self.encoder_head(conv_features))).chunk(2, dim=-1)
-        lo, hi = self.log_std_bounds
-        log_std = lo + 0.5 * (hi - lo) * (torch.tanh(log_std) + 1)
-        return mu, log_std.exp()
-
-
-def squashed_sample(mu: torch.Tensor, std: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``tanh(mu + std * eps)`` and its log-probability under the tanh-Gaussian (summed over actions)."""
-    u = mu + std * eps
-    log_prob = -0.5 * eps.pow(2) - std.log() - 0.5 * math.log(2 * math.pi)
-    # log |d tanh(u) / du| = log(1 - tanh(u)^2), in the numerically stable form 2 (log 2 - u - softplus(-2u))
-    log_prob = log_prob - 2 * (math.log(2) - u - F.softplus(-2 * u))
-    return torch.tanh(u), log_prob.sum(-1, keepdim=True)
-
-
-@torch.no_grad()
-def drq_init(module: nn.Module) -> None:
-    """DrQ's initialisation: orthogonal weights (conv: ReLU gain), zero biases; masked weights stay zero."""
-    for m in module.modules():
-        if isinstance(m, (MaskedLinear, MaskedConv2d)):
-            gain = nn.init.calculate_gain("relu") if isinstance(m, MaskedConv2d) else 1.0
-            nn.init.orthogonal_(m.weight, gain)
-            m.weight.mul_(m.mask)
-            if m.bias is not None:
-                m.bias.zero_()
 
 
 class DrQ(SparseAgent):

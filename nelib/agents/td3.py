@@ -22,6 +22,7 @@ from nelib.seeding import NETWORKS, stream_seed
 from nelib.sparse.review import ReviewConfig
 from nelib.sparse.topology import TopologyConfig
 from nelib.torch_ops import soft_update_
+from nelib.validation import check_between, check_choice, check_positive
 
 ARCHS = ("td3", "ne")
 PRECISIONS = ("fp32", "bf16")
@@ -60,16 +61,11 @@ class TD3Config:
     on a CPU, a bf16-capable GPU)."""
 
     def __post_init__(self):
-        if self.arch not in ARCHS:
-            raise ValueError(f"agent.arch must be one of {ARCHS}, got {self.arch!r}")
-        if self.layernorm not in ("none", "all"):
-            raise ValueError(f"agent.layernorm must be 'none' or 'all', got {self.layernorm!r}")
-        if self.batch_size <= 0 or self.policy_delay <= 0 or self.lr <= 0:
-            raise ValueError("agent.batch_size, agent.policy_delay and agent.lr must be > 0")
-        if not 0 < self.gamma <= 1 or not 0 < self.tau <= 1:
-            raise ValueError("agent.gamma and agent.tau must be in (0, 1]")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"agent.precision must be one of {PRECISIONS}, got {self.precision!r}")
+        check_choice("agent", self, "arch", ARCHS)
+        check_choice("agent", self, "layernorm", ("none", "all"))
+        check_positive("agent", self, "batch_size", "policy_delay", "lr")
+        check_between("agent", self, ("gamma", "tau"), 0, 1, open_low=True)
+        check_choice("agent", self, "precision", PRECISIONS)
 
 
 def check_precision(precision: str, device: torch.device) -> None:

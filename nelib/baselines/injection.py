@@ -30,6 +30,7 @@ from torch import nn
 
 from nelib.baselines.reset import NORM_TYPES, init_units
 from nelib.sparse.masks import MASKED_TYPES
+from nelib.validation import check_between, check_non_negative, check_positive
 
 
 @dataclasses.dataclass
@@ -52,10 +53,9 @@ class InjectionConfig:
     """Inject into both Q-networks of the critic (and its target)."""
 
     def __post_init__(self):
-        if not 0.0 < self.fraction <= 1.0:
-            raise ValueError(f"injection.fraction must be in (0, 1], got {self.fraction}")
-        if self.update < 0 or self.layers < 1:
-            raise ValueError("injection.update must be >= 0 and injection.layers >= 1")
+        check_between("injection", self, ("fraction",), 0, 1, open_low=True)
+        check_non_negative("injection", self, "update")
+        check_positive("injection", self, "layers")
 
 
 class FrozenReLU(nn.Module):

@@ -26,6 +26,7 @@ from torch import nn
 from nelib.baselines.reset import NORM_TYPES, init_units
 from nelib.metrics import capture_activations, dormant_units, redo_scores
 from nelib.sparse.masks import MASKED_TYPES, MaskedConv2d, reset_adam_state
+from nelib.validation import check_non_negative, check_positive
 
 
 @dataclasses.dataclass
@@ -44,10 +45,8 @@ class RedoConfig:
     """Recycle the critic's dormant units (scored on the batch's observation-action pairs)."""
 
     def __post_init__(self):
-        if self.interval <= 0:
-            raise ValueError(f"redo.interval must be > 0, got {self.interval}")
-        if self.tau < 0:
-            raise ValueError(f"redo.tau must be >= 0, got {self.tau}")
+        check_positive("redo", self, "interval")
+        check_non_negative("redo", self, "tau")
 
 
 @dataclasses.dataclass

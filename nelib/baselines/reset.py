@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from nelib.sparse.masks import MASKED_TYPES
+from nelib.validation import check_non_negative, check_positive
 
 NORM_TYPES = (nn.LayerNorm,)
 
@@ -45,10 +46,8 @@ class ResetConfig:
     """Reset the critic (and its target)."""
 
     def __post_init__(self):
-        if self.interval <= 0:
-            raise ValueError(f"reset.interval must be > 0, got {self.interval}")
-        if self.layers < 0:
-            raise ValueError(f"reset.layers must be >= 0 (0: all), got {self.layers}")
+        check_positive("reset", self, "interval")
+        check_non_negative("reset", self, "layers")  # 0: all of them
 
 
 def _uniform(shape: tuple[int, ...], bound: float, generator: torch.Generator | None) -> torch.Tensor:

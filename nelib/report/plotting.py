@@ -77,6 +77,26 @@ PARAM_NAMES: dict[str, str] = {
 
 RANDOM_START_COLOR = "0.91"
 """Shading of the random-action start of a run (no updates yet)."""
+RANDOM_START_LABEL = "random actions, no updates yet"
+"""Legend entry of that shading."""
+STEP_LABEL = "environment steps (x1000)"
+"""The x-axis label of every curve against steps."""
+
+METRIC_LABELS: dict[str, str] = {
+    "return_mean": "evaluation return",
+    "critic_active_ratio": "critic active-neuron ratio",
+    "actor_active_ratio": "actor active-neuron ratio",
+    "encoder_active_ratio": "encoder active-channel ratio",
+    "critic_density": "critic density (share of weights present)",
+    "actor_density": "actor density (share of weights present)",
+    "critic_fau": "critic FAU",
+    "grown": "connections grown per evaluation window",
+    "pruned": "connections pruned per evaluation window",
+    "review_share": "review strength (mean per evaluation window)",
+    "review_rate": "fluctuation rate of the critic's dormant ratio",
+    "review_threshold": "dynamic threshold",
+}
+"""Readable names of the logged columns (:func:`label_of`; dormant shares are named from their tau)."""
 
 
 def _key(name: str) -> str:
@@ -112,6 +132,25 @@ def method_name(label: str) -> str:
     if value is None:
         return f"{name}, {param}"
     return f"{name}, {PARAM_NAMES.get(param, param)} = {value:g}"
+
+
+def label_of(col: str) -> str:
+    """Readable name of a logged column (one line; axes wrap it)."""
+    if col in METRIC_LABELS:
+        return METRIC_LABELS[col]
+    for net in ("critic", "actor", "encoder"):
+        if col.startswith(f"{net}_dormant_"):
+            tau = col.rsplit("_", 1)[1]
+            units = "channels" if net == "encoder" else "units"
+            if float(tau) == 0:
+                return f"{net}: share of silent {units} (ReDo score = 0)"
+            return f"{net}: share of dormant {units} (ReDo score <= {tau})"
+    return col.replace("_", " ")
+
+
+def axis_label(col: str, width: int = 28) -> str:
+    """:func:`label_of`, wrapped to fit beside a panel."""
+    return textwrap.fill(label_of(col), width)
 
 
 def shade(color: str, amount: float) -> str:

@@ -68,7 +68,7 @@ def trace_plot(trace: pd.DataFrame, random_start: float | None = None):
     says what a trace is (one seed, random inputs, no training)."""
     import matplotlib.pyplot as plt
 
-    from nelib.report.plotting import RANDOM_START_COLOR, caption, method_name, palette
+    from nelib.report.plotting import RANDOM_START_COLOR, RANDOM_START_LABEL, STEP_LABEL, caption, method_name, palette
 
     nets = [n for n in ("critic", "actor") if n in set(trace["net"])]
     cols = (("density", "density (share of weights present)"), ("grown", "connections grown per update"),
@@ -80,7 +80,7 @@ def trace_plot(trace: pd.DataFrame, random_start: float | None = None):
             ax = axes[i, j]
             if random_start:
                 ax.axvspan(0, random_start / 1000, color=RANDOM_START_COLOR, lw=0, zorder=0,
-                           label="random actions, no updates yet")
+                           label=RANDOM_START_LABEL)
             for method, g in trace[trace["net"] == net].groupby("method", sort=False):
                 ax.plot(g["step"] / 1000, g[col], lw=1.2, label=method_name(method), color=colors[method])
             ax.set_title(f"{net}: {label}", fontsize=10)
@@ -89,12 +89,12 @@ def trace_plot(trace: pd.DataFrame, random_start: float | None = None):
             else:
                 ax.set_yscale("symlog", linthresh=10)
             if i == len(nets) - 1:
-                ax.set_xlabel("environment steps (x1000)")
+                ax.set_xlabel(STEP_LABEL)
     handles: dict[str, object] = {}
     for ax in axes[:, 0]:
         for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
             handles.setdefault(lab, h)
-    labels = sorted(handles, key=lambda lab: lab.startswith("random actions"))  # methods first
+    labels = sorted(handles, key=lambda lab: lab == RANDOM_START_LABEL)  # methods first
     fig.tight_layout()
     fig.legend([handles[lab] for lab in labels], labels, loc="lower center", ncol=len(labels), frameon=False,
                bbox_to_anchor=(0.5, 1.0))

@@ -16,6 +16,7 @@ from torch import nn
 
 from nelib.metrics import dormant_units
 from nelib.sparse.masks import MASKED_TYPES
+from nelib.validation import check_between, check_choice, check_non_negative
 
 
 @dataclasses.dataclass
@@ -31,12 +32,9 @@ class PruneConfig:
     the official code's pruning does (its activation path never receives activations)."""
 
     def __post_init__(self):
-        if self.criterion not in ("dormant", "magnitude"):
-            raise ValueError(f"pruning.criterion must be 'dormant' or 'magnitude', got {self.criterion!r}")
-        if self.tau < 0:
-            raise ValueError(f"prune.tau must be >= 0, got {self.tau}")
-        if not 0.0 <= self.omega <= 1.0:
-            raise ValueError(f"prune.omega must be in [0, 1], got {self.omega}")
+        check_choice("pruning", self, "criterion", ("dormant", "magnitude"))
+        check_non_negative("pruning", self, "tau")
+        check_between("pruning", self, ("omega",), 0, 1)
 
 
 def unit_layers(net: nn.Module) -> dict[str, tuple[str, nn.Module]]:

@@ -51,6 +51,7 @@ import torch
 from torch import nn
 
 from nelib.sparse.masks import MASKED_TYPES
+from nelib.validation import check_between, check_choice
 
 SCHEDULES = ("cosine-target", "cosine", "constant")
 CRITERIA = ("gradient", "random")
@@ -90,18 +91,11 @@ class GrowthConfig:
     ``gradient`` (their |dL/dw|, always 0: such a unit is reached only by the random tie-break)."""
 
     def __post_init__(self):
-        if self.criterion not in CRITERIA:
-            raise ValueError(f"growth.criterion must be one of {CRITERIA}, got {self.criterion!r}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"growth.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        if self.revive_init not in REVIVE_INITS:
-            raise ValueError(f"growth.revive_init must be one of {REVIVE_INITS}, got {self.revive_init!r}")
-        if self.empty_score not in EMPTY_SCORES:
-            raise ValueError(f"growth.empty_score must be one of {EMPTY_SCORES}, got {self.empty_score!r}")
-        if not 0.0 <= self.rate <= 1.0:
-            raise ValueError(f"growth.rate must be in [0, 1], got {self.rate}")
-        if not 0.0 < self.target_density <= 1.0:
-            raise ValueError(f"growth.target_density must be in (0, 1], got {self.target_density}")
+        for name, choices in (("criterion", CRITERIA), ("schedule", SCHEDULES), ("revive_init", REVIVE_INITS),
+                              ("empty_score", EMPTY_SCORES)):
+            check_choice("growth", self, name, choices)
+        check_between("growth", self, ("rate",), 0, 1)
+        check_between("growth", self, ("target_density",), 0, 1, open_low=True)
         if not 0.0 < self.end_fraction <= 1.0:
             raise ValueError(f"growth.end_fraction must be in (0, 1], got {self.end_fraction}")
         if self.end_step < 0 or self.init_scale < 0:

@@ -28,10 +28,8 @@ import math
 import torch
 from torch import nn
 
-from nelib.metrics import redo_scores
 from nelib.sparse.dormant import prune_dormant, prune_smallest
 from nelib.sparse.growth import grow
-from nelib.sparse.masks import reset_adam_state
 from nelib.sparse.topology import TopologyScheduler
 
 INITIAL_SPACE = 0.8
@@ -48,9 +46,6 @@ class OfficialTopologyScheduler(TopologyScheduler):
         self.space = {name: INITIAL_SPACE * lay.mask.numel() - int(lay.mask.sum()) for name, lay in self.layers}
         self.rewiring_since: int | None = None  # the update at which the growth phase ended
 
-    def density(self) -> float:
-        return sum(int(lay.mask.sum()) for _, lay in self.layers) / sum(lay.mask.numel() for _, lay in self.layers)
-
     def drop_fraction(self, update: int) -> float:
         """The rewiring phase's fraction of active connections swapped at ``update``."""
         t = update - (self.rewiring_since or 0)
@@ -62,12 +57,7 @@ class OfficialTopologyScheduler(TopologyScheduler):
         g, p = self.cfg.growth, self.cfg.pruning
         if self.rewiring_since is None and self.density() >= g.target_density:
             self.rewiring_since = update
-        scores = {}
-        if p.criterion == "dormant" and self.cfg.prune:
-            if activations is None:
-                raise ValueError("dormant pruning needs the activations of a batch")
-            scores = {self.relu_to_layer[r]: redo_scores(a) for r, a in activations.items()
-                      if r in self.relu_to_layer}
+        scores = self._dormant_scores(activations)
         total_grown = total_pruned = 0
         for name, layer in self.layers:
             rewiring = self.rewiring_since is not None
@@ -91,9 +81,7 @@ class OfficialTopologyScheduler(TopologyScheduler):
             back = grown & pruned
             layer.weight[back] = weight[back]
             grown, pruned = grown & ~back, pruned & ~back
-            changed = grown | pruned
-            if changed.any():
-                reset_adam_state(self.optimizer, layer.weight, changed)
+            self._forget_moments(layer.weight, grown | pruned)
             total_grown += int(grown.sum())
             total_pruned += int(pruned.sum())
         self._grads = {}

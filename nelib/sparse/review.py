@@ -31,6 +31,8 @@ import dataclasses
 
 import torch
 
+from nelib.validation import check_between, check_choice, check_non_negative
+
 TRIGGERS = ("dynamic", "fluctuation", "fau", "never", "always")
 
 
@@ -65,13 +67,10 @@ class ReviewConfig:
     """Leave the uniform-random warm-up out of the early window (NE; see the module)."""
 
     def __post_init__(self):
-        if self.trigger not in TRIGGERS:
-            raise ValueError(f"review.trigger must be one of {TRIGGERS}, got {self.trigger!r}")
-        for name in ("smoothing", "early_fraction", "batch_fraction", "fau_threshold", "threshold_ratio"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"review.{name} must be in [0, 1], got {getattr(self, name)}")
-        if self.threshold < 0 or self.warmup < 0 or self.tau < 0 or self.window < 0:
-            raise ValueError("review.threshold, review.warmup, review.window and review.tau must be >= 0")
+        check_choice("review", self, "trigger", TRIGGERS)
+        check_between("review", self, ("smoothing", "early_fraction", "batch_fraction", "fau_threshold",
+                                       "threshold_ratio"), 0, 1)
+        check_non_negative("review", self, "threshold", "warmup", "window", "tau")
         if self.trigger == "dynamic" and self.window <= 0:
             raise ValueError("review.trigger 'dynamic' needs review.window > 0 (measurements per window)")
 

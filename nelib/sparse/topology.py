@@ -26,6 +26,7 @@ from nelib.metrics import redo_scores
 from nelib.sparse.dormant import PruneConfig, prune_dormant, prune_smallest, unit_layers
 from nelib.sparse.growth import GrowthConfig, StraightThrough, end_of_growth, grow, growth_count, revived_units
 from nelib.sparse.masks import masked_layers, reset_adam_state
+from nelib.validation import check_between, check_choice, check_positive
 
 ALGORITHMS = ("ne", "official")
 
@@ -51,12 +52,9 @@ class TopologyConfig:
     """``official``: peak fraction of active connections swapped per update once the target is reached."""
 
     def __post_init__(self):
-        if self.interval <= 0:
-            raise ValueError(f"interval must be > 0, got {self.interval}")
-        if self.algorithm not in ALGORITHMS:
-            raise ValueError(f"topology.algorithm must be one of {ALGORITHMS}, got {self.algorithm!r}")
-        if not 0.0 <= self.rewire_fraction <= 0.5:
-            raise ValueError(f"topology.rewire_fraction must be in [0, 0.5], got {self.rewire_fraction}")
+        check_positive("topology", self, "interval")
+        check_choice("topology", self, "algorithm", ALGORITHMS)
+        check_between("topology", self, ("rewire_fraction",), 0, 0.5)
 
 
 class TopologyScheduler:
@@ -113,12 +111,7 @@ class TopologyScheduler:
         """
         g = self.cfg.growth
         end = end_of_growth(g, self.total_updates)
-        scores = {}
-        if self.cfg.prune and self.cfg.pruning.criterion == "dormant":
-            if activations is None:
-                raise ValueError("pruning needs the activations of a batch")
-            scores = {self.relu_to_layer[r]: redo_scores(a) for r, a in activations.items()
-                      if r in self.relu_to_layer}
+        scores = self._dormant_scores(activations)
         total_grown = total_pruned = 0
         for name, layer in self.layers:
             before = layer.mask.clone()
@@ -135,18 +128,31 @@ class TopologyScheduler:
                 pruned = prune_smallest(layer, int(self.cfg.pruning.omega * n_grown), candidates=before)
             if pruned is not None:
                 total_pruned += int(pruned.sum())
-            changed = grown if pruned is None else grown | pruned
-            if n_grown or (pruned is not None and pruned.any()):
-                reset_adam_state(self.optimizer, layer.weight, changed)
+            self._forget_moments(layer.weight, grown if pruned is None else grown | pruned)
             if g.revive_init == "lecun" and layer.bias is not None and n_grown:
-                revived = revived_units(before, grown)
-                if revived.any():
-                    reset_adam_state(self.optimizer, layer.bias, revived)
+                self._forget_moments(layer.bias, revived_units(before, grown))
             total_grown += n_grown
         self._grads = {}
-        active = sum(int(lay.mask.sum()) for _, lay in self.layers)
-        total = sum(lay.mask.numel() for _, lay in self.layers)
-        return {"grown": total_grown, "pruned": total_pruned, "density": active / total}
+        return {"grown": total_grown, "pruned": total_pruned, "density": self.density()}
+
+    def density(self) -> float:
+        """Share of the network's maskable weights that are present."""
+        return sum(int(lay.mask.sum()) for _, lay in self.layers) / sum(lay.mask.numel() for _, lay in self.layers)
+
+    def _dormant_scores(self, activations: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
+        """ReDo scores of the units of each masked layer, by layer name, when pruning is by dormancy (else
+        none); ``activations`` as :meth:`step` takes them."""
+        if not (self.cfg.prune and self.cfg.pruning.criterion == "dormant"):
+            return {}
+        if activations is None:
+            raise ValueError("dormant pruning needs the activations of a batch")
+        return {self.relu_to_layer[r]: redo_scores(a) for r, a in activations.items() if r in self.relu_to_layer}
+
+    def _forget_moments(self, param: torch.Tensor, changed: torch.Tensor) -> None:
+        """Zero the Adam moments of the entries of ``param`` that a topology update changed (if any did), so
+        that a grown entry starts clean and a pruned one cannot come back through momentum."""
+        if changed.any():
+            reset_adam_state(self.optimizer, param, changed)
 
     def state_dict(self) -> dict:
         return {"initial_free": dict(self.initial_free)}
