@@ -20,6 +20,7 @@ import time
 import torch
 
 from nelib.envs import make_env
+from nelib.torch_ops import bf16_matmul_supported
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,13 +69,6 @@ def td3_step_gemms(obs_dim: int, act_dim: int, actor_hidden=(256, 256), critic_h
     for g in gemms:  # one entry per shape, so each is timed once
         counts[g.m, g.k, g.n] = counts.get((g.m, g.k, g.n), 0.0) + g.count
     return [Gemm(m, k, n, c) for (m, k, n), c in counts.items()]
-
-
-def bf16_supported(device: str = "cpu") -> bool:
-    """Whether ``device`` multiplies bf16 matrices in hardware (not emulated)."""
-    if device.startswith("cuda"):
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def time_gemms(gemms: list[Gemm], dtype: torch.dtype = torch.float32, device: str = "cpu",
@@ -143,7 +137,7 @@ def measure_ceiling(task: str = "HalfCheetah-v5", arch: str = "td3", threads: in
     gemms = td3_step_gemms(obs_dim, act_dim, critic_hidden=critic, batch=batch)
     mflop = sum(g.flops for g in gemms) / 1e6
     fp32 = 1.0 / time_gemms(gemms, torch.float32, device)
-    bf16 = 1.0 / time_gemms(gemms, torch.bfloat16, device) if bf16_supported(device) else None
+    bf16 = 1.0 / time_gemms(gemms, torch.bfloat16, device) if bf16_matmul_supported(device) else None
     return Ceiling(mflop, fp32, bf16)
 
 

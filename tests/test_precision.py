@@ -13,8 +13,9 @@ import nelib.runner.train as train
 from nelib.agents.networks import HeadLinear, TwinCritic
 from nelib.agents.replay import ReplayBuffer
 from nelib.runner.config import make_config
+from nelib.torch_ops import bf16_matmul_supported
 
-needs_bf16 = pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(),
+needs_bf16 = pytest.mark.skipif(not bf16_matmul_supported("cpu"),
                                 reason="this CPU has no bf16 matrix units")
 
 
@@ -72,14 +73,14 @@ def test_bf16_update_stays_close_to_fp32_and_keeps_fp32_state(method):
 
 
 def test_bf16_without_hardware_support_is_one_line_error(monkeypatch):
-    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    monkeypatch.setattr(td3, "bf16_matmul_supported", lambda device: False)
     with pytest.raises(ValueError, match="agent.precision bf16 needs bf16 matrix units.*use fp32"):
         td3.check_precision("bf16", torch.device("cpu"))
     td3.check_precision("fp32", torch.device("cpu"))  # fp32 runs anywhere
 
 
 def test_bf16_run_on_a_cpu_without_support_stops_before_training(monkeypatch, tmp_path):
-    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    monkeypatch.setattr(td3, "bf16_matmul_supported", lambda device: False)
     with pytest.raises(SystemExit, match="needs bf16 matrix units"):
         train.main(["--task", FAKE, "--preset", "ci", "--agent.precision", "bf16", "--data-dir", str(tmp_path)])
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*.csv"))
@@ -97,3 +98,12 @@ def test_a_bf16_run_records_its_precision(tmp_path):
                 "--eval_episodes", "1", "--progress", "0", "--agent.precision", "bf16", "--data-dir", str(tmp_path)])
     rec = json.loads(next((tmp_path / "runs").rglob("seed0.json")).read_text())
     assert rec["config"]["agent"]["precision"] == "bf16"
+
+
+def test_cpu_bf16_needs_avx512_bf16_or_amx(monkeypatch):
+    import nelib.torch_ops as ops
+    for flags, expected in (({"avx2"}, False), ({"avx512f", "avx512bw"}, False), ({"avx512f", "avx512_bf16"}, True),
+                            ({"amx_bf16"}, True)):
+        monkeypatch.setattr(ops, "cpu_flags", lambda flags=flags: frozenset(flags))
+        assert ops.bf16_matmul_supported("cpu") is expected
+    assert ops.bf16_matmul_supported("mps") is False

@@ -21,7 +21,7 @@ from nelib.agents.replay import ReplayBuffer
 from nelib.seeding import NETWORKS, stream_seed
 from nelib.sparse.review import ReviewConfig
 from nelib.sparse.topology import TopologyConfig
-from nelib.torch_ops import soft_update_
+from nelib.torch_ops import bf16_matmul_supported, soft_update_
 from nelib.validation import check_between, check_choice, check_positive
 
 ARCHS = ("td3", "ne")
@@ -71,13 +71,7 @@ class TD3Config:
 def check_precision(precision: str, device: torch.device) -> None:
     """A one-line error when ``precision`` cannot run fast on ``device`` (bf16 without bf16 matrix units
     would be emulated, several times slower than fp32)."""
-    if precision != "bf16":
-        return
-    if device.type == "cuda":
-        ok = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    else:
-        ok = device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    if not ok:
+    if precision == "bf16" and not bf16_matmul_supported(device):
         raise ValueError(f"agent.precision bf16 needs bf16 matrix units (AVX512-BF16 or AMX, or a bf16 GPU); "
                          f"{device} has none: use fp32")
 
