@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm  # plain text bar: readable in notebooks (no ipywidgets needed), logs and CI alike
 
+from nelib.agents.base import TOPOLOGY_COUNTS
 from nelib.agents.drq import DrQ
 from nelib.agents.pixel_replay import PixelReplayBuffer
 from nelib.agents.replay import ReplayBuffer
@@ -165,7 +166,8 @@ class Run:
 
         self.t, self.rows, self.wall_before, self.commit = 0, [], 0.0, git_commit()
         self.episode_return, self.last_return, self.episodes = 0.0, float("nan"), 0
-        self.losses: dict[str, float] = {}
+        self.losses: dict[str, float] = {}  # the last update's
+        self.window_counts = dict.fromkeys(TOPOLOGY_COUNTS, 0)  # topology changes since the last evaluation
         self.obs, _ = env.reset(seed=cfg.seed)
         self.needs_reset = False
         self.ckpt_path, self.ckpt_step = store.checkpoint_path(cfg), None
@@ -196,6 +198,9 @@ class Run:
             self.env.unwrapped.load_state_dict(ckpt["env_state"])
         self.t, self.rows, self.wall_before, self.commit = ckpt["t"], ckpt["rows"], ckpt["wall_time_s"], ckpt["commit"]
         self.last_return, self.episodes = ckpt["last_return"], ckpt["episodes"]
+        # Checkpoints written before the runner counted topology changes hold the agent's count instead.
+        self.window_counts = dict(ckpt["topology_counts"] if "topology_counts" in ckpt
+                                  else ckpt["agent"]["topology_log"])
         self.needs_reset, self.ckpt_step = True, self.t
 
     def agent_state(self) -> dict:
@@ -210,7 +215,8 @@ class Run:
                 "env_rng": env_rng_state(env), "t": self.t, "rows": self.rows,
                 "env_state": env.unwrapped.state_dict() if self.cyclic_env else None,
                 "wall_time_s": self.wall_before + time.perf_counter() - self.start,
-                "last_return": self.last_return, "episodes": self.episodes, "commit": self.commit}
+                "last_return": self.last_return, "episodes": self.episodes, "commit": self.commit,
+                "topology_counts": dict(self.window_counts)}
 
     def checkpoint(self) -> None:
         """Write :meth:`state` to the run's checkpoint, atomically, keeping the previous one until it is whole."""
@@ -242,10 +248,10 @@ class Run:
                "review_threshold": (agent.review.threshold if agent.review and agent.review.threshold is not None
                                     else float("nan")),
                "review_share": agent.review.take_share() if agent.review else float("nan"),
-               **agent.topology_log, "steps_per_s": sps, **self.losses}
+               **self.window_counts, "steps_per_s": sps, **self.losses}
         if buffer.size:
             row.update(agent.plasticity(*buffer.metrics_batch(cfg.metrics_batch, self.metric_gen)))
-        agent.topology_log = {"grown": 0, "pruned": 0}
+        self.window_counts = dict.fromkeys(TOPOLOGY_COUNTS, 0)
         self.rows.append(row)
         return row
 
@@ -306,7 +312,14 @@ class Run:
             action = self.clip(self.agent.explore(self.obs, self.rng))
         self.env_step(action)
         if self.trains:
-            self.losses = self.agent.train(self.buffer)
+            self.record_update(self.agent.train(self.buffer))
+
+    def record_update(self, metrics: dict[str, float]) -> None:
+        """Take an update's metrics: its topology counts add up until the next evaluation, its losses are
+        kept for the next evaluation row (and checked there)."""
+        for k in TOPOLOGY_COUNTS:
+            self.window_counts[k] += metrics.pop(k)
+        self.losses = metrics
 
     def finish(self, command: str | None = None, wall_time_s: float | None = None) -> pd.DataFrame:
         """Save the rows and the record to the store, delete the checkpoint, return the rows.

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm  # plain text bar: readable in notebooks (no ipywidgets needed), logs and CI alike
 
+from nelib.agents.base import summed_counts
 from nelib.agents.networks import Actor, TwinCritic
 from nelib.agents.replay import ReplayBuffer
 from nelib.agents.td3 import TD3, smoothed_action, td_target, twin_critic_loss
@@ -263,7 +264,8 @@ class VectorTD3:
         return self.actor(self.params["actor"], x)[:, 0].cpu().numpy()
 
     def train(self, buffers: Sequence[ReplayBuffer]) -> list[dict[str, float]]:
-        """One TD3 update of every agent on its own buffer; the same as ``[a.train(b) for a, b in ...]``."""
+        """One TD3 update of every agent on its own buffer; the same as ``[a.train(b) for a, b in ...]``, metrics
+        included."""
         agents, K = self.agents, len(self.agents)
         a0 = agents[0]
         cfg, max_action = a0.cfg, a0.max_action
@@ -313,7 +315,7 @@ class VectorTD3:
                 intervention.after_update(a, b[0], b[1])
         if any(a.interventions for a in agents):
             self._restack_if_changed()
-        return outs
+        return [{**out, **summed_counts()} for out in outs]  # no topology update on a batched one
 
 
 def compact(state):
@@ -446,8 +448,8 @@ def train_together(runs: Sequence[Run], command: str | None = None) -> list[pd.D
             r.env_step(a)
         t += 1
         if runs[0].trains:
-            for r, losses in zip(runs, vec.train([r.buffer for r in runs]), strict=True):
-                r.losses = losses
+            for r, metrics in zip(runs, vec.train([r.buffer for r in runs]), strict=True):
+                r.record_update(metrics)
         bar.update(len(runs))
         if runs[0].eval_due:
             sps = (t - window_t) / (time.perf_counter() - window_start)  # steps/s of each seed
