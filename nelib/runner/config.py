@@ -14,8 +14,8 @@ from nelib.agents.td3 import TD3Config
 from nelib.baselines.injection import InjectionConfig
 from nelib.baselines.redo import RedoConfig
 from nelib.baselines.reset import ResetConfig
-from nelib.envs import dmc
-from nelib.runner import presets
+from nelib.runner import algos, presets
+from nelib.runner.algos import algo_of
 from nelib.runner.methods import check_method_algo, method_label, method_overrides
 from nelib.sparse.review import ReviewConfig
 from nelib.sparse.topology import TopologyConfig
@@ -25,7 +25,7 @@ NOT_HASHED = ("device", "threads", "checkpoint_every", "progress")
 # Fields added with DrQ: left out of the hash of TD3 runs, so that their hashes (and checkpoints) stay as
 # they were before these fields existed.
 DRQ_ONLY = ("algo", "drq")
-ALGOS = ("td3", "drq")
+ALGOS = tuple(algos.SPECS)
 # Fields added after results were stored, with the value that keeps the old behaviour: left out of the hash
 # while they hold it, so older runs keep their hashes (and checkpoints).
 ADDED_LATER = {("review", "window"): 0, ("review", "threshold_ratio"): 0.5, ("review", "skip_warmup"): False,
@@ -34,11 +34,6 @@ ADDED_LATER = {("review", "window"): 0, ("review", "threshold_ratio"): 0.5, ("re
                ("topology", "algorithm"): "ne", ("topology", "rewire_fraction"): 0.1,
                ("topology", "pruning", "criterion"): "dormant", ("topology", "growth", "empty_score"): "gradient",
                ("topology", "growth", "revive_first"): False}
-
-
-def algo_of(task: str) -> str:
-    """The algorithm a task needs: ``drq`` for pixel DeepMind Control (``dmc:...``), else ``td3``."""
-    return "drq" if task.startswith(dmc.PREFIX) else "td3"
 
 
 @dataclasses.dataclass
@@ -224,14 +219,6 @@ def make_config(task: str = "HalfCheetah-v5", method: str | None = None, seed: i
     user = {k.replace("__", "."): v for k, v in overrides.items()}
     algo = algo_of(task)
     method = method or algo
-    if algo == "drq":
-        repeat = int(user.get("drq.action_repeat", 0) or 0) or dmc.default_action_repeat(task)
-        scale = {"steps": max(1, p.dmc_frames // repeat), "start_steps": p.dmc_start_steps,
-                 "eval_every": max(1, p.dmc_eval_every // repeat), "eval_episodes": p.eval_episodes,
-                 "checkpoint_every": p.checkpoint_every // repeat, "buffer_size": 100_000,
-                 **dict(p.dmc_overrides)}
-    else:
-        scale = {"steps": p.steps, "start_steps": p.start_steps, "eval_every": p.eval_every,
-                 "eval_episodes": p.eval_episodes, "checkpoint_every": p.checkpoint_every}
+    scale = algos.spec(algo).scale(p, task, user)
     base = TrainConfig(task=task, algo=algo, method=method, seed=seed, preset=preset)
     return apply_overrides(base, {**scale, **method_overrides(method), **user})

@@ -20,21 +20,15 @@ import pandas as pd
 import torch
 from tqdm import tqdm  # plain text bar: readable in notebooks (no ipywidgets needed), logs and CI alike
 
-from nelib.agents.base import TOPOLOGY_COUNTS
-from nelib.agents.drq import DrQ
-from nelib.agents.pixel_replay import PixelReplayBuffer
-from nelib.agents.replay import ReplayBuffer
-from nelib.agents.td3 import TD3
-from nelib.baselines.injection import InjectionIntervention
-from nelib.baselines.redo import RedoIntervention
-from nelib.baselines.reset import ResetIntervention
+from nelib.agents.base import TOPOLOGY_COUNTS, SparseAgent
 from nelib.envs import make_env
 from nelib.envs.cyclic import CyclicEnv
 from nelib.runner import checkpoints, preflight
+from nelib.runner.algos import build_agent, make_buffer, spec
 from nelib.runner.cli import parse_args  # noqa: F401 - nelib.runner.vectorized parses with it
 from nelib.runner.config import TrainConfig
 from nelib.runner.store import ResultStore, git_commit, note
-from nelib.seeding import EVALUATION, INTERVENTIONS, METRICS, stream_seed
+from nelib.seeding import EVALUATION, METRICS, stream_seed
 
 
 def platform_of(device: torch.device) -> str:
@@ -56,41 +50,6 @@ def runs_on_cuda(configs) -> bool:
     return bool(configs) and resolve_device(configs[0].device).type == "cuda"
 
 
-def build_agent(cfg: TrainConfig, obs_dim, act_dim: int, max_action: float, device) -> TD3 | DrQ:
-    """The agent that ``cfg`` describes, TD3 or DrQ (``cfg.algo``; for DrQ ``obs_dim`` is the image shape),
-    with NE operators attached when ``cfg.expansion`` and baselines' interventions when enabled."""
-    total_updates = max(1, cfg.steps - cfg.start_steps)
-    ne = {"topology": cfg.topology if cfg.expansion else None, "review": cfg.review if cfg.expansion else None,
-          "total_updates": total_updates, "device": device, "seed": cfg.seed, "warmup_steps": cfg.start_steps}
-    if cfg.algo == "drq":
-        if cfg.injection.enabled:
-            raise ValueError("plasticity injection is implemented for TD3 only")
-        agent = DrQ(tuple(obs_dim), act_dim, cfg.drq, cfg.sparsity, **ne)
-    else:
-        agent = TD3(obs_dim, act_dim, max_action, cfg.agent, cfg.sparsity, **ne)
-    # Interventions draw from their own generators, so they never shift the other streams.
-    iv_seed = stream_seed(cfg.seed, INTERVENTIONS)
-    if cfg.reset.enabled:
-        agent.interventions.append(ResetIntervention(cfg.reset, seed=iv_seed))
-    if cfg.redo.enabled:
-        agent.interventions.append(RedoIntervention(cfg.redo, seed=iv_seed))
-    if cfg.injection.enabled:
-        if cfg.expansion:
-            raise ValueError("plasticity injection changes the networks' structure; it does not combine with NE")
-        agent.interventions.append(InjectionIntervention(cfg.injection, total_updates, seed=iv_seed))
-    return agent
-
-
-def make_buffer(cfg: TrainConfig, env, device) -> ReplayBuffer | PixelReplayBuffer:
-    """The replay buffer of a run: flat observations (TD3), or single uint8 frames stacked on sampling (DrQ)."""
-    act_dim, capacity = env.action_space.shape[0], min(cfg.buffer_size, cfg.steps)
-    if cfg.algo == "drq":
-        e = env.unwrapped
-        frame_shape = (env.observation_space.shape[0] // e.frame_stack, *env.observation_space.shape[1:])
-        return PixelReplayBuffer(frame_shape, e.frame_stack, act_dim, capacity, device, seed=cfg.seed)
-    return ReplayBuffer(env.observation_space.shape[0], act_dim, capacity, device, seed=cfg.seed)
-
-
 def env_rng_state(env):
     """The training env's random state, for checkpoints (gymnasium: its ``np_random``)."""
     base = env.unwrapped
@@ -105,7 +64,7 @@ def set_env_rng_state(env, state) -> None:
         base.np_random.bit_generator.state = state
 
 
-def evaluate(agent: TD3 | DrQ, env, episodes: int, seed: int) -> tuple[float, float]:
+def evaluate(agent: SparseAgent, env, episodes: int, seed: int) -> tuple[float, float]:
     """Mean and std of the return of ``episodes`` deterministic episodes (first reset seeded ``seed``)."""
     returns = []
     for ep in range(episodes):
@@ -149,17 +108,16 @@ class Run:
         self.cfg, self.store = cfg, store
         self.device = device = device or preflight.check_device(cfg.device)
         preflight.check_writable([store.csv_path(cfg).parent, store.checkpoint_path(cfg).parent])
-        pixels = {"action_repeat": cfg.drq.action_repeat, "frame_stack": cfg.drq.frame_stack,
-                  "image_size": cfg.drq.image_size} if cfg.algo == "drq" else {}
-        self.env, self.eval_env = make_env(cfg.task, **pixels), make_env(cfg.task, **pixels)
+        algo = spec(cfg.algo)
+        settings = algo.env_settings(cfg)
+        self.env, self.eval_env = make_env(cfg.task, **settings), make_env(cfg.task, **settings)
         env = self.env
-        obs_shape, act_dim = env.observation_space.shape, env.action_space.shape[0]
+        act_dim = env.action_space.shape[0]
         self.low, self.high = env.action_space.low, env.action_space.high
         max_action = float(self.high[0])
-        self.agent = build_agent(cfg, obs_shape if cfg.algo == "drq" else obs_shape[0], act_dim, max_action, device)
+        self.agent = build_agent(cfg, algo.observation(env.observation_space.shape), act_dim, max_action, device)
         self.buffer = make_buffer(cfg, env, device)
-        # DMC rows also count frames
-        self.frames_per_step = env.unwrapped.action_repeat if cfg.algo == "drq" else None
+        self.frames_per_step = algo.frames_per_step(env)  # DMC rows also count frames
         self.rng = np.random.default_rng(cfg.seed)
         self.metric_gen = torch.Generator().manual_seed(stream_seed(cfg.seed, METRICS))
         self.cyclic_env = isinstance(env.unwrapped, CyclicEnv)

@@ -43,6 +43,7 @@ from nelib.agents.networks import Actor, TwinCritic
 from nelib.agents.replay import ReplayBuffer
 from nelib.agents.td3 import TD3, smoothed_action, td_target, twin_critic_loss
 from nelib.baselines.injection import FrozenReLU, InjectedHead
+from nelib.runner.algos import spec
 from nelib.runner.config import TrainConfig
 from nelib.runner.store import ResultStore, current_command
 from nelib.runner.train import Run, parse_args, stored_rows
@@ -334,7 +335,7 @@ def check_group(configs: Sequence[TrainConfig]) -> None:
     """Configs that can train together: TD3 runs that are equal but for distinct seeds."""
     if not configs:
         raise ValueError("no configs to run")
-    if any(c.algo != "td3" for c in configs):
+    if any(not spec(c.algo).vectorizable for c in configs):
         raise ValueError("vectorized seeds are implemented for TD3 tasks only (DrQ runs one seed per process)")
     seeds = [c.seed for c in configs]
     if len(set(seeds)) != len(seeds):
@@ -350,7 +351,7 @@ def seed_groups(configs: Sequence[TrainConfig], k: int) -> list[list[TrainConfig
     groups: dict[object, list[list[TrainConfig]]] = {}
     items: list[list[TrainConfig]] = []
     for c in configs:
-        if c.algo != "td3" or k <= 1:
+        if not spec(c.algo).vectorizable or k <= 1:
             items.append([c])
             continue
         key = dataclasses.replace(c, seed=0).hash() + str((c.device, c.threads, c.checkpoint_every, c.progress))
