@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from tqdm import tqdm  # plain text bar: readable in notebooks (no ipywidgets needed), logs and CI alike
 
 from nelib.agents.base import TOPOLOGY_COUNTS, SparseAgent
 from nelib.envs import make_env
@@ -27,6 +26,7 @@ from nelib.runner import checkpoints, preflight
 from nelib.runner.algos import build_agent, make_buffer, spec
 from nelib.runner.cli import parse_args  # noqa: F401 - nelib.runner.vectorized parses with it
 from nelib.runner.config import TrainConfig
+from nelib.runner.loop import train_to_end
 from nelib.runner.store import ResultStore, git_commit, note
 from nelib.seeding import EVALUATION, METRICS, stream_seed
 
@@ -101,7 +101,8 @@ class Run:
     """One run between its steps: envs, agent, replay, RNG streams, counters and evaluation rows.
 
     :func:`run` drives one of these step by step; :mod:`nelib.runner.vectorized` drives several in lockstep and
-    batches their updates. Building one restores the run's checkpoint, if there is one.
+    batches their updates (both through :mod:`nelib.runner.loop`). Building one restores the run's checkpoint,
+    if there is one.
     """
 
     def __init__(self, cfg: TrainConfig, store: ResultStore, device: torch.device | None = None):
@@ -307,23 +308,7 @@ def run(cfg: TrainConfig, store: ResultStore | None = None, overwrite: bool = Fa
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     r = Run(cfg, store)
-    bar = tqdm(total=cfg.steps, initial=r.t, disable=not cfg.progress, dynamic_ncols=True, mininterval=1.0,
-               desc=f"{cfg.method} {cfg.task} s{cfg.seed}", unit="step")
-    if r.t == 0:
-        r.evaluate_row(float("nan"))
-    window_start, window_t = time.perf_counter(), r.t
-    while r.t < cfg.steps:
-        r.step()
-        bar.update(1)
-        if r.eval_due:
-            sps = (r.t - window_t) / (time.perf_counter() - window_start)
-            row = r.evaluate_row(sps)
-            # one speed on the bar: tqdm's own rate (the rows keep sps, evaluation time included)
-            bar.set_postfix(ret=f"{row['return_mean']:.0f}",
-                            active=f"{row.get('critic_active_ratio', float('nan')):.3f}")
-            window_start, window_t = time.perf_counter(), r.t
-    bar.close()
-    return r.finish(command)
+    return train_to_end([r], r.step, f"{cfg.method} {cfg.task} s{cfg.seed}", command)[0]
 
 
 def main(argv: list[str] | None = None) -> None:

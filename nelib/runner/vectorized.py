@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -36,7 +35,6 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm  # plain text bar: readable in notebooks (no ipywidgets needed), logs and CI alike
 
 from nelib.agents.base import summed_counts
 from nelib.agents.networks import Actor, TwinCritic
@@ -45,6 +43,7 @@ from nelib.agents.td3 import TD3, smoothed_action, td_target, twin_critic_loss
 from nelib.baselines.injection import FrozenReLU, InjectedHead
 from nelib.runner.algos import spec
 from nelib.runner.config import TrainConfig
+from nelib.runner.loop import advance, evaluate_first, train_to_end
 from nelib.runner.store import ResultStore, current_command
 from nelib.runner.train import Run, parse_args, stored_rows
 from nelib.sparse.masks import mask_gradients
@@ -419,47 +418,33 @@ class SeedRun(Run):
 def train_together(runs: Sequence[Run], command: str | None = None) -> list[pd.DataFrame]:
     """Train ``runs`` (TD3, same config but the seed) to the end in lockstep; store them; return their rows."""
     cfg = runs[0].cfg
-    for r in runs:
-        if r.t == 0:
-            r.evaluate_row(float("nan"))
+    evaluate_first(runs)
     # Resumed seeds may stand at different steps (each checkpoints at its own episode ends): the ones
     # behind step alone, as a single run would, until all stand at the same step.
     t = max(r.t for r in runs)
     for r in runs:
-        window_start, window_t = time.perf_counter(), r.t
-        while r.t < t:
-            r.step()
-            if r.eval_due:
-                r.evaluate_row((r.t - window_t) / (time.perf_counter() - window_start))
-                window_start, window_t = time.perf_counter(), r.t
+        advance([r], r.step, t)
     vec = VectorTD3([r.agent for r in runs])
-    bar = tqdm(total=cfg.steps * len(runs), initial=t * len(runs), disable=not cfg.progress, dynamic_ncols=True,
-               mininterval=1.0, desc=f"{cfg.method} {cfg.task} x{len(runs)} seeds", unit="step")
-    window_start, window_t = time.perf_counter(), t
-    while t < cfg.steps:
-        for r in runs:
-            r.begin_step()
-        if runs[0].random_phase:
-            actions = [r.random_action() for r in runs]
-        else:  # each seed's noise from its own generator, as TD3.explore draws it
-            noise = [r.agent.exploration_noise(r.rng) for r in runs]
-            greedy = vec.select_actions([r.obs for r in runs])
-            actions = [r.clip(a + n) for r, a, n in zip(runs, greedy, noise, strict=True)]
-        for r, a in zip(runs, actions, strict=True):
-            r.env_step(a)
-        t += 1
-        if runs[0].trains:
-            for r, metrics in zip(runs, vec.train([r.buffer for r in runs]), strict=True):
-                r.record_update(metrics)
-        bar.update(len(runs))
-        if runs[0].eval_due:
-            sps = (t - window_t) / (time.perf_counter() - window_start)  # steps/s of each seed
-            rows = [r.evaluate_row(sps) for r in runs]
-            # one speed on the bar: tqdm's own rate (the rows keep each seed's sps, evaluation time included)
-            bar.set_postfix(ret=f"{np.mean([x['return_mean'] for x in rows]):.0f}")
-            window_start, window_t = time.perf_counter(), t
-    bar.close()
-    return [r.finish(command) for r in runs]
+    return train_to_end(runs, lambda: step_together(runs, vec), f"{cfg.method} {cfg.task} x{len(runs)} seeds",
+                        command)
+
+
+def step_together(runs: Sequence[Run], vec: VectorTD3) -> None:
+    """One step of every run: each acts (the policies in one batched pass) and steps its env, then one
+    batched update of all agents."""
+    for r in runs:
+        r.begin_step()
+    if runs[0].random_phase:
+        actions = [r.random_action() for r in runs]
+    else:  # each seed's noise from its own generator, as TD3.explore draws it
+        noise = [r.agent.exploration_noise(r.rng) for r in runs]
+        greedy = vec.select_actions([r.obs for r in runs])
+        actions = [r.clip(a + n) for r, a, n in zip(runs, greedy, noise, strict=True)]
+    for r, a in zip(runs, actions, strict=True):
+        r.env_step(a)
+    if runs[0].trains:
+        for r, metrics in zip(runs, vec.train([r.buffer for r in runs]), strict=True):
+            r.record_update(metrics)
 
 
 def main(argv: list[str] | None = None) -> None:
