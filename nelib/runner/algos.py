@@ -60,6 +60,9 @@ class AlgoSpec:
     """Environment frames per agent step, for the rows' ``frames`` column (None: no such column)."""
     vectorizable: bool = False
     """Whether seeds of its runs can train together (:mod:`nelib.runner.vectorized`)."""
+    section_in_every_hash: bool = False
+    """Whether its section is hashed in every run's config, not only in its own runs' (TD3's: it predates
+    DrQ, whose stored runs hashed it too; see :mod:`nelib.runner.schema`)."""
 
 
 # -- TD3 on state-based gymnasium tasks ---------------------------------------------------------------
@@ -107,7 +110,7 @@ def _pixel_settings(cfg: TrainConfig) -> dict[str, Any]:
 
 SPECS: dict[str, AlgoSpec] = {s.name: s for s in (
     AlgoSpec("td3", "agent", "", _td3_agent, _flat_buffer, observation=lambda shape: shape[0],
-             scale=_preset_scale, vectorizable=True),
+             scale=_preset_scale, vectorizable=True, section_in_every_hash=True),
     AlgoSpec("drq", "drq", dmc.PREFIX, _drq_agent, _frame_buffer, observation=tuple, scale=_dmc_scale,
              env_settings=_pixel_settings, frames_per_step=lambda env: env.unwrapped.action_repeat),
 )}

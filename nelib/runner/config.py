@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import typing
 from typing import Any
 
@@ -14,26 +12,13 @@ from nelib.agents.td3 import TD3Config
 from nelib.baselines.injection import InjectionConfig
 from nelib.baselines.redo import RedoConfig
 from nelib.baselines.reset import ResetConfig
-from nelib.runner import algos, presets
+from nelib.runner import algos, presets, schema
 from nelib.runner.algos import algo_of
 from nelib.runner.methods import check_method_algo, method_label, method_overrides
 from nelib.sparse.review import ReviewConfig
 from nelib.sparse.topology import TopologyConfig
 
-# Fields that change how a run executes, not what it computes: left out of the hash.
-NOT_HASHED = ("device", "threads", "checkpoint_every", "progress")
-# Fields added with DrQ: left out of the hash of TD3 runs, so that their hashes (and checkpoints) stay as
-# they were before these fields existed.
-DRQ_ONLY = ("algo", "drq")
 ALGOS = tuple(algos.SPECS)
-# Fields added after results were stored, with the value that keeps the old behaviour: left out of the hash
-# while they hold it, so older runs keep their hashes (and checkpoints).
-ADDED_LATER = {("review", "window"): 0, ("review", "threshold_ratio"): 0.5, ("review", "skip_warmup"): False,
-               ("topology", "growth", "end_fraction"): 1.0, ("topology", "growth", "revive_init"): "zero",
-               ("sparsity", "keep"): "random", ("topology", "grow_actor"): True,
-               ("topology", "algorithm"): "ne", ("topology", "rewire_fraction"): 0.1,
-               ("topology", "pruning", "criterion"): "dormant", ("topology", "growth", "empty_score"): "gradient",
-               ("topology", "growth", "revive_first"): False}
 
 
 @dataclasses.dataclass
@@ -116,16 +101,8 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def hash(self) -> str:
-        """Short stable hash of every field that affects results."""
-        d = {k: v for k, v in self.to_dict().items()
-             if k not in NOT_HASHED and not (self.algo == "td3" and k in DRQ_ONLY)}
-        for (*path, name), old in ADDED_LATER.items():
-            node = d
-            for p in path:
-                node = node[p]
-            if node[name] == old:
-                del node[name]
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+        """Short stable hash of every field that affects results (which: :mod:`nelib.runner.schema`)."""
+        return schema.config_hash(self.to_dict())
 
 
 def fields(cls=TrainConfig, prefix: str = "") -> dict[str, tuple[type, str]]:
