@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.bench import cpu_name
+from nelib.agents.base import summed_counts
 from nelib.envs.dmc import default_action_repeat
 from nelib.runner.config import make_config
 from nelib.runner.store import ResultStore
@@ -164,8 +165,9 @@ def measure_reference(task: str, steps: int, threads: int) -> tuple[float, float
 
 
 def reference_train(agent, buffer) -> dict[str, float]:
-    """``DrQ.train`` replaced by :func:`reference_update` (for the A/B run)."""
-    return reference_update(agent, *buffer.sample(agent.cfg.batch_size))
+    """``DrQ.train`` replaced by :func:`reference_update` (for the A/B run); its metrics, as every update's,
+    include the topology counts (none: the runs are dense)."""
+    return {**reference_update(agent, *buffer.sample(agent.cfg.batch_size)), **summed_counts()}
 
 
 def ab_run(task: str, frames: int, seed: int, threads: int, episodes: int = 3, **overrides) -> pd.DataFrame:

@@ -72,6 +72,21 @@ def test_resume_after_interruption_equals_uninterrupted_run(store, tmp_path, mon
     assert not store.checkpoint_path(cfg).exists()
 
 
+def test_a_checkpoint_that_keeps_topology_counts_in_the_agent_resumes_alike(store, tmp_path, monkeypatch):
+    """Checkpoints written before the runner counted topology changes keep the current evaluation window's
+    counts in the agent's state (``topology_log``): the run takes them over and ends as if uninterrupted."""
+    from nelib.runner.store import ResultStore
+
+    cfg = fast_config(checkpoint_every=200, eval_every=300)
+    full = train.run(cfg, ResultStore(tmp_path / "full"))
+    ckpt = run_interrupted(cfg, store, monkeypatch, at_eval=3)  # killed at the step-600 evaluation
+    assert ckpt["t"] == 400 and ckpt["topology_counts"]["grown"] > 0  # counted since the step-300 evaluation
+    ckpt["agent"]["topology_log"] = ckpt.pop("topology_counts")  # the old layout
+    torch.save(ckpt, store.checkpoint_path(cfg))
+    resumed = train.run(cfg, store)
+    pd.testing.assert_frame_equal(full.drop(columns=TIMING), resumed.drop(columns=TIMING))
+
+
 @pytest.mark.parametrize("task, expected", [(FAKE, False), (FAKE_TERMINAL, True)])
 def test_only_true_terminals_stop_bootstrapping(task, expected, store, monkeypatch):
     seen = []

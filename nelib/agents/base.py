@@ -8,6 +8,10 @@ after its optimizers :meth:`SparseAgent._init_ne`; it steps its optimizers throu
 :meth:`SparseAgent._optimizer_step` and puts its own networks and optimizers into checkpoints through
 ``_own_state`` / ``_load_own_state``. It must have ``actor``, ``critic``, ``actor_target`` (None when it
 has none, as SAC), ``critic_target``, ``actor_opt``, ``critic_opt`` and ``device``.
+
+Its ``train(buffer)`` is one update and returns that update's metrics: its losses and the
+:data:`TOPOLOGY_COUNTS` its ``_optimizer_step`` calls returned, summed (:func:`summed_counts`); the runner
+adds the counts up per evaluation window, the agent keeps no such tally.
 """
 
 from __future__ import annotations
@@ -24,6 +28,14 @@ from nelib.sparse.review import ExperienceReview, ReviewConfig
 from nelib.sparse.topology import TopologyConfig, TopologyScheduler, make_scheduler
 
 NETS = ("actor", "critic")
+TOPOLOGY_COUNTS = ("grown", "pruned")
+"""Metrics every update returns besides its losses: connections its topology updates grew and pruned (0 on the
+updates without one)."""
+
+
+def summed_counts(*counts: dict[str, int]) -> dict[str, int]:
+    """The :data:`TOPOLOGY_COUNTS` of one update: the sum of its networks' (what ``_optimizer_step`` returns)."""
+    return {k: sum(c[k] for c in counts) for k in TOPOLOGY_COUNTS}
 
 
 @dataclasses.dataclass
@@ -100,7 +112,6 @@ class SparseAgent:
         on = review is not None and review.trigger != "never"
         self.review = ExperienceReview(review, warmup_steps) if on else None
         self.updates = self.actor_updates = 0
-        self.topology_log = {"grown": 0, "pruned": 0}
         # Baselines that act on the networks between updates (Reset, ReDo, Plasticity Injection): objects
         # with ``after_update(agent, obs, act)``, ``state_dict()`` and ``load_state_dict(state, agent)``.
         self.interventions: list = []
@@ -120,11 +131,11 @@ class SparseAgent:
         return ((critic is not None and critic.due(update))
                 or (actor is not None and update % actor_update_every == 0 and actor.due(self.actor_updates + 1)))
 
-    def _optimizer_step(self, key: str, update: int, batch: tuple[torch.Tensor, ...]) -> None:
+    def _optimizer_step(self, key: str, update: int, batch: tuple[torch.Tensor, ...]) -> dict[str, int]:
         """Step the ``key`` network's optimizer (after ``backward``) with masked gradients, and run NE's
         topology update when one is due at ``update``: ``batch`` gives the activations for dormant pruning,
         the target network (if any) gets the new masks, and the critic's dormant ratio and FAU feed the
-        experience review."""
+        experience review. Returns the connections grown and pruned (:data:`TOPOLOGY_COUNTS`)."""
         net, opt = getattr(self, key), getattr(self, f"{key}_opt")
         sched = self.topology.get(key)
         due = sched is not None and sched.due(update)
@@ -139,11 +150,11 @@ class SparseAgent:
             target = getattr(self, f"{key}_target")
             if target is not None:
                 copy_masks(net, target)
-            self.topology_log["grown"] += stats["grown"]
-            self.topology_log["pruned"] += stats["pruned"]
             if key == "critic" and self.review is not None:
                 report = plasticity_report(acts, taus=(self.review.cfg.tau,))
                 self.review.observe(report[f"dormant_{self.review.cfg.tau:g}"], report["fau"])
+            return {k: stats[k] for k in TOPOLOGY_COUNTS}
+        return dict.fromkeys(TOPOLOGY_COUNTS, 0)
 
     # -- measuring ----------------------------------------------------------------------------------
     @staticmethod
@@ -176,11 +187,13 @@ class SparseAgent:
             "gen": self.gen.get_state(), "mask_gen": self.mask_gen.get_state(),
             "topology": {k: s.state_dict() for k, s in self.topology.items()},
             "review": self.review.state_dict() if self.review else None,
-            "updates": self.updates, "actor_updates": self.actor_updates, "topology_log": dict(self.topology_log),
+            "updates": self.updates, "actor_updates": self.actor_updates,
             "interventions": [iv.state_dict() for iv in self.interventions],
         }
 
     def load_state_dict(self, state: dict) -> None:
+        # A checkpoint written before the runner counted topology changes also holds the agent's count since
+        # the last evaluation (``topology_log``): the runner takes it over (nelib.runner.train.Run), not the agent.
         # Interventions first: one may change the networks' structure (Plasticity Injection adds a head).
         for iv, iv_state in zip(self.interventions, state["interventions"], strict=True):
             iv.load_state_dict(iv_state, self)
@@ -193,4 +206,3 @@ class SparseAgent:
         if self.review is not None:
             self.review.load_state_dict(state["review"])
         self.updates, self.actor_updates = state["updates"], state["actor_updates"]
-        self.topology_log = dict(state["topology_log"])

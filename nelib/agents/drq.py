@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nelib.agents.augmentation import random_shift
-from nelib.agents.base import SparseAgent, SparsityConfig, last_relu
+from nelib.agents.base import SparseAgent, SparsityConfig, last_relu, summed_counts
 from nelib.agents.drq_networks import Actor, Critic, Encoder, drq_init, squashed_sample
 from nelib.metrics import plasticity_report
 from nelib.seeding import NETWORKS, stream_seed
@@ -103,7 +103,7 @@ class DrQConfig:
 
 class DrQ(SparseAgent):
     """The DrQ agent, with the runner API of :class:`nelib.agents.td3.TD3` (``select_action``, ``explore``,
-    ``train``, ``plasticity``, ``state_dict``/``load_state_dict``, ``topology_log``, ``review``,
+    ``train``, ``plasticity``, ``state_dict``/``load_state_dict``, ``review``,
     ``interventions``); sparsity, NE and their checkpoint state come from :class:`SparseAgent`."""
 
     def __init__(
@@ -198,7 +198,9 @@ class DrQ(SparseAgent):
 
     # -- learning -----------------------------------------------------------------------------------
     def train(self, buffer) -> dict[str, float]:
-        """One DrQ update: critic every call, actor and temperature and target every few calls."""
+        """One DrQ update: critic every call, actor and temperature and target every few calls; returns its
+        metrics: ``critic_loss``, on actor updates ``actor_loss``, ``alpha`` and ``entropy``, and the topology
+        counts ``grown`` and ``pruned``."""
         cfg = self.cfg
         self.updates += 1
         k, b = cfg.augmentations, cfg.batch_size
@@ -224,20 +226,23 @@ class DrQ(SparseAgent):
             critic_loss = critic_loss + F.mse_loss(q1.float(), target) + F.mse_loss(q2.float(), target)
         self.critic_opt.zero_grad(set_to_none=True)
         critic_loss.backward()
-        self._optimizer_step("critic", self.updates, (obs[0], act))
+        counts = [self._optimizer_step("critic", self.updates, (obs[0], act))]
         out = {"critic_loss": critic_loss.item()}
 
         if self.updates % cfg.actor_update_every == 0:
             self.actor_updates += 1
-            out.update(self._update_actor_and_alpha(obs[0]))
+            actor_out, actor_counts = self._update_actor_and_alpha(obs[0])
+            out.update(actor_out)
+            counts.append(actor_counts)
         if self.updates % cfg.target_update_every == 0:
             with torch.no_grad():
                 soft_update_(self._target, self._online, cfg.critic_tau)
         for intervention in self.interventions:
             intervention.after_update(self, obs[0], act)
-        return out
+        return {**out, **summed_counts(*counts)}
 
-    def _update_actor_and_alpha(self, obs: torch.Tensor) -> dict[str, float]:
+    def _update_actor_and_alpha(self, obs: torch.Tensor) -> tuple[dict[str, float], dict[str, int]]:
+        """The actor's and the temperature's update: their metrics, and the actor's topology counts."""
         with torch.no_grad(), self._autocast():
             # One pass of the (just updated) conv layers serves actor and critic: DrQ detaches both.
             features = self.critic.encoder.conv_features(obs)
@@ -257,13 +262,13 @@ class DrQ(SparseAgent):
         finally:
             for p in critic_params:
                 p.requires_grad_(True)
-        self._optimizer_step("actor", self.actor_updates, (obs,))
+        counts = self._optimizer_step("actor", self.actor_updates, (obs,))
         alpha_loss = (self.alpha * (-log_prob - self.target_entropy).detach()).mean()
         self.alpha_opt.zero_grad(set_to_none=True)
         alpha_loss.backward()
         self.alpha_opt.step()
         return {"actor_loss": actor_loss.item(), "alpha": self.log_alpha.detach().exp().item(),
-                "entropy": -log_prob.detach().mean().item()}
+                "entropy": -log_prob.detach().mean().item()}, counts
 
     # -- measuring ----------------------------------------------------------------------------------
     @torch.no_grad()

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from nelib.agents.base import SparseAgent, SparsityConfig, last_relu
+from nelib.agents.base import SparseAgent, SparsityConfig, last_relu, summed_counts
 from nelib.agents.networks import Actor, TwinCritic
 from nelib.agents.replay import ReplayBuffer
 from nelib.seeding import NETWORKS, stream_seed
@@ -156,7 +156,9 @@ class TD3(SparseAgent):
 
     # -- learning -----------------------------------------------------------------------------------
     def train(self, buffer: ReplayBuffer) -> dict[str, float]:
-        """One TD3 update (critic every call, actor and targets every ``policy_delay`` calls)."""
+        """One TD3 update (critic every call, actor and targets every ``policy_delay`` calls); returns its
+        metrics: ``critic_loss``, ``actor_loss`` (on actor updates) and the topology counts ``grown`` and
+        ``pruned``."""
         cfg = self.cfg
         self.updates += 1
         obs, act, rew, next_obs, not_done = buffer.sample(cfg.batch_size, self.review)
@@ -170,7 +172,7 @@ class TD3(SparseAgent):
         critic_loss = twin_critic_loss(q1, q2, target)
         self.critic_opt.zero_grad(set_to_none=True)
         critic_loss.backward()
-        self._optimizer_step("critic", self.updates, (obs, act))
+        counts = [self._optimizer_step("critic", self.updates, (obs, act))]
         out = {"critic_loss": critic_loss.item()}
 
         if self.updates % cfg.policy_delay == 0:
@@ -181,13 +183,13 @@ class TD3(SparseAgent):
             actor_loss = -q.mean()  # deterministic policy gradient
             self.actor_opt.zero_grad(set_to_none=True)
             actor_loss.backward()
-            self._optimizer_step("actor", self.actor_updates, (obs,))
+            counts.append(self._optimizer_step("actor", self.actor_updates, (obs,)))
             with torch.no_grad():
                 soft_update_(self._target, self._online, cfg.tau)
             out["actor_loss"] = actor_loss.item()
         for intervention in self.interventions:
             intervention.after_update(self, obs, act)
-        return out
+        return {**out, **summed_counts(*counts)}
 
     def _autocast(self):
         """bf16 autocast for ``agent.precision bf16``, a no-op context otherwise."""

@@ -14,8 +14,8 @@ import pandas as pd
 import torch
 
 from nelib.metrics import capture_activations
+from nelib.runner.algos import build_agent
 from nelib.runner.config import make_config
-from nelib.runner.train import build_agent
 from nelib.sparse.masks import copy_masks, mask_gradients
 
 MUJOCO_DIMS = {"HalfCheetah-v5": (17, 6), "Walker2d-v5": (17, 6), "Hopper-v5": (11, 3), "Ant-v5": (105, 8),

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import typing
 from typing import Any
 
@@ -14,31 +12,13 @@ from nelib.agents.td3 import TD3Config
 from nelib.baselines.injection import InjectionConfig
 from nelib.baselines.redo import RedoConfig
 from nelib.baselines.reset import ResetConfig
-from nelib.envs import dmc
-from nelib.runner import presets
+from nelib.runner import algos, presets, schema
+from nelib.runner.algos import algo_of
 from nelib.runner.methods import check_method_algo, method_label, method_overrides
 from nelib.sparse.review import ReviewConfig
 from nelib.sparse.topology import TopologyConfig
 
-# Fields that change how a run executes, not what it computes: left out of the hash.
-NOT_HASHED = ("device", "threads", "checkpoint_every", "progress")
-# Fields added with DrQ: left out of the hash of TD3 runs, so that their hashes (and checkpoints) stay as
-# they were before these fields existed.
-DRQ_ONLY = ("algo", "drq")
-ALGOS = ("td3", "drq")
-# Fields added after results were stored, with the value that keeps the old behaviour: left out of the hash
-# while they hold it, so older runs keep their hashes (and checkpoints).
-ADDED_LATER = {("review", "window"): 0, ("review", "threshold_ratio"): 0.5, ("review", "skip_warmup"): False,
-               ("topology", "growth", "end_fraction"): 1.0, ("topology", "growth", "revive_init"): "zero",
-               ("sparsity", "keep"): "random", ("topology", "grow_actor"): True,
-               ("topology", "algorithm"): "ne", ("topology", "rewire_fraction"): 0.1,
-               ("topology", "pruning", "criterion"): "dormant", ("topology", "growth", "empty_score"): "gradient",
-               ("topology", "growth", "revive_first"): False, ("agent", "precision"): "fp32"}
-
-
-def algo_of(task: str) -> str:
-    """The algorithm a task needs: ``drq`` for pixel DeepMind Control (``dmc:...``), else ``td3``."""
-    return "drq" if task.startswith(dmc.PREFIX) else "td3"
+ALGOS = tuple(algos.SPECS)
 
 
 @dataclasses.dataclass
@@ -121,16 +101,8 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def hash(self) -> str:
-        """Short stable hash of every field that affects results."""
-        d = {k: v for k, v in self.to_dict().items()
-             if k not in NOT_HASHED and not (self.algo == "td3" and k in DRQ_ONLY)}
-        for (*path, name), old in ADDED_LATER.items():
-            node = d
-            for p in path:
-                node = node[p]
-            if node[name] == old:
-                del node[name]
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+        """Short stable hash of every field that affects results (which: :mod:`nelib.runner.schema`)."""
+        return schema.config_hash(self.to_dict())
 
 
 def fields(cls=TrainConfig, prefix: str = "") -> dict[str, tuple[type, str]]:
@@ -224,14 +196,6 @@ def make_config(task: str = "HalfCheetah-v5", method: str | None = None, seed: i
     user = {k.replace("__", "."): v for k, v in overrides.items()}
     algo = algo_of(task)
     method = method or algo
-    if algo == "drq":
-        repeat = int(user.get("drq.action_repeat", 0) or 0) or dmc.default_action_repeat(task)
-        scale = {"steps": max(1, p.dmc_frames // repeat), "start_steps": p.dmc_start_steps,
-                 "eval_every": max(1, p.dmc_eval_every // repeat), "eval_episodes": p.eval_episodes,
-                 "checkpoint_every": p.checkpoint_every // repeat, "buffer_size": 100_000,
-                 **dict(p.dmc_overrides)}
-    else:
-        scale = {"steps": p.steps, "start_steps": p.start_steps, "eval_every": p.eval_every,
-                 "eval_episodes": p.eval_episodes, "checkpoint_every": p.checkpoint_every}
+    scale = algos.spec(algo).scale(p, task, user)
     base = TrainConfig(task=task, algo=algo, method=method, seed=seed, preset=preset)
     return apply_overrides(base, {**scale, **method_overrides(method), **user})

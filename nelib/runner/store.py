@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from nelib.runner import integrity
-from nelib.runner.config import NOT_HASHED, TrainConfig
+from nelib.runner import integrity, schema
+from nelib.runner.config import TrainConfig
 from nelib.runner.files import atomic_write, note
 from nelib.runner.integrity import DamagedRun, check_rows, verify_run
 from nelib.runner.methods import METHODS, SUPERSEDED
@@ -62,19 +62,9 @@ def current_command() -> str:
 
 
 def same_config(stored: dict, cfg: TrainConfig) -> bool:
-    """Whether a stored config equals ``cfg`` once fields added to nelib since then take their defaults.
-
-    A new config field with a default keeps the old behaviour, so results stored before it existed
-    stay valid; any field whose stored value differs still counts as a different config.
-    """
-    def merge(defaults, stored):
-        if not isinstance(defaults, dict) or not isinstance(stored, dict):
-            return stored
-        return {k: merge(v, stored[k]) if k in stored else v for k, v in defaults.items()}
-
-    current = cfg.to_dict()
-    upgraded = merge(TrainConfig().to_dict(), stored)
-    return all(upgraded.get(k) == v for k, v in current.items() if k not in NOT_HASHED)
+    """Whether a stored config is ``cfg`` once fields added to nelib since then take their defaults (which keep
+    the old behaviour; :func:`nelib.runner.schema.same_config`)."""
+    return schema.same_config(stored, cfg.to_dict(), TrainConfig().to_dict())
 
 
 def _flat(d: dict, prefix: str = "") -> dict:

@@ -18,22 +18,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from tqdm import tqdm  # plain text bar: readable in notebooks (no ipywidgets needed), logs and CI alike
 
-from nelib.agents.drq import DrQ
-from nelib.agents.pixel_replay import PixelReplayBuffer
-from nelib.agents.replay import ReplayBuffer
-from nelib.agents.td3 import TD3
-from nelib.baselines.injection import InjectionIntervention
-from nelib.baselines.redo import RedoIntervention
-from nelib.baselines.reset import ResetIntervention
+from nelib.agents.base import TOPOLOGY_COUNTS, SparseAgent
 from nelib.envs import make_env
 from nelib.envs.cyclic import CyclicEnv
 from nelib.runner import checkpoints, preflight
+from nelib.runner.algos import build_agent, make_buffer, spec
 from nelib.runner.cli import parse_args  # noqa: F401 - nelib.runner.vectorized parses with it
 from nelib.runner.config import TrainConfig
+from nelib.runner.loop import train_to_end
 from nelib.runner.store import ResultStore, git_commit, note
-from nelib.seeding import EVALUATION, INTERVENTIONS, METRICS, stream_seed
+from nelib.seeding import EVALUATION, METRICS, stream_seed
 
 
 def platform_of(device: torch.device) -> str:
@@ -55,41 +50,6 @@ def runs_on_cuda(configs) -> bool:
     return bool(configs) and resolve_device(configs[0].device).type == "cuda"
 
 
-def build_agent(cfg: TrainConfig, obs_dim, act_dim: int, max_action: float, device) -> TD3 | DrQ:
-    """The agent that ``cfg`` describes, TD3 or DrQ (``cfg.algo``; for DrQ ``obs_dim`` is the image shape),
-    with NE operators attached when ``cfg.expansion`` and baselines' interventions when enabled."""
-    total_updates = max(1, cfg.steps - cfg.start_steps)
-    ne = {"topology": cfg.topology if cfg.expansion else None, "review": cfg.review if cfg.expansion else None,
-          "total_updates": total_updates, "device": device, "seed": cfg.seed, "warmup_steps": cfg.start_steps}
-    if cfg.algo == "drq":
-        if cfg.injection.enabled:
-            raise ValueError("plasticity injection is implemented for TD3 only")
-        agent = DrQ(tuple(obs_dim), act_dim, cfg.drq, cfg.sparsity, **ne)
-    else:
-        agent = TD3(obs_dim, act_dim, max_action, cfg.agent, cfg.sparsity, **ne)
-    # Interventions draw from their own generators, so they never shift the other streams.
-    iv_seed = stream_seed(cfg.seed, INTERVENTIONS)
-    if cfg.reset.enabled:
-        agent.interventions.append(ResetIntervention(cfg.reset, seed=iv_seed))
-    if cfg.redo.enabled:
-        agent.interventions.append(RedoIntervention(cfg.redo, seed=iv_seed))
-    if cfg.injection.enabled:
-        if cfg.expansion:
-            raise ValueError("plasticity injection changes the networks' structure; it does not combine with NE")
-        agent.interventions.append(InjectionIntervention(cfg.injection, total_updates, seed=iv_seed))
-    return agent
-
-
-def make_buffer(cfg: TrainConfig, env, device) -> ReplayBuffer | PixelReplayBuffer:
-    """The replay buffer of a run: flat observations (TD3), or single uint8 frames stacked on sampling (DrQ)."""
-    act_dim, capacity = env.action_space.shape[0], min(cfg.buffer_size, cfg.steps)
-    if cfg.algo == "drq":
-        e = env.unwrapped
-        frame_shape = (env.observation_space.shape[0] // e.frame_stack, *env.observation_space.shape[1:])
-        return PixelReplayBuffer(frame_shape, e.frame_stack, act_dim, capacity, device, seed=cfg.seed)
-    return ReplayBuffer(env.observation_space.shape[0], act_dim, capacity, device, seed=cfg.seed)
-
-
 def env_rng_state(env):
     """The training env's random state, for checkpoints (gymnasium: its ``np_random``)."""
     base = env.unwrapped
@@ -104,7 +64,7 @@ def set_env_rng_state(env, state) -> None:
         base.np_random.bit_generator.state = state
 
 
-def evaluate(agent: TD3 | DrQ, env, episodes: int, seed: int) -> tuple[float, float]:
+def evaluate(agent: SparseAgent, env, episodes: int, seed: int) -> tuple[float, float]:
     """Mean and std of the return of ``episodes`` deterministic episodes (first reset seeded ``seed``)."""
     returns = []
     for ep in range(episodes):
@@ -141,31 +101,32 @@ class Run:
     """One run between its steps: envs, agent, replay, RNG streams, counters and evaluation rows.
 
     :func:`run` drives one of these step by step; :mod:`nelib.runner.vectorized` drives several in lockstep and
-    batches their updates. Building one restores the run's checkpoint, if there is one.
+    batches their updates (both through :mod:`nelib.runner.loop`). Building one restores the run's checkpoint,
+    if there is one.
     """
 
     def __init__(self, cfg: TrainConfig, store: ResultStore, device: torch.device | None = None):
         self.cfg, self.store = cfg, store
         self.device = device = device or preflight.check_device(cfg.device)
         preflight.check_writable([store.csv_path(cfg).parent, store.checkpoint_path(cfg).parent])
-        pixels = {"action_repeat": cfg.drq.action_repeat, "frame_stack": cfg.drq.frame_stack,
-                  "image_size": cfg.drq.image_size} if cfg.algo == "drq" else {}
-        self.env, self.eval_env = make_env(cfg.task, **pixels), make_env(cfg.task, **pixels)
+        algo = spec(cfg.algo)
+        settings = algo.env_settings(cfg)
+        self.env, self.eval_env = make_env(cfg.task, **settings), make_env(cfg.task, **settings)
         env = self.env
-        obs_shape, act_dim = env.observation_space.shape, env.action_space.shape[0]
+        act_dim = env.action_space.shape[0]
         self.low, self.high = env.action_space.low, env.action_space.high
         max_action = float(self.high[0])
-        self.agent = build_agent(cfg, obs_shape if cfg.algo == "drq" else obs_shape[0], act_dim, max_action, device)
+        self.agent = build_agent(cfg, algo.observation(env.observation_space.shape), act_dim, max_action, device)
         self.buffer = make_buffer(cfg, env, device)
-        # DMC rows also count frames
-        self.frames_per_step = env.unwrapped.action_repeat if cfg.algo == "drq" else None
+        self.frames_per_step = algo.frames_per_step(env)  # DMC rows also count frames
         self.rng = np.random.default_rng(cfg.seed)
         self.metric_gen = torch.Generator().manual_seed(stream_seed(cfg.seed, METRICS))
         self.cyclic_env = isinstance(env.unwrapped, CyclicEnv)
 
         self.t, self.rows, self.wall_before, self.commit = 0, [], 0.0, git_commit()
         self.episode_return, self.last_return, self.episodes = 0.0, float("nan"), 0
-        self.losses: dict[str, float] = {}
+        self.losses: dict[str, float] = {}  # the last update's
+        self.window_counts = dict.fromkeys(TOPOLOGY_COUNTS, 0)  # topology changes since the last evaluation
         self.obs, _ = env.reset(seed=cfg.seed)
         self.needs_reset = False
         self.ckpt_path, self.ckpt_step = store.checkpoint_path(cfg), None
@@ -196,6 +157,9 @@ class Run:
             self.env.unwrapped.load_state_dict(ckpt["env_state"])
         self.t, self.rows, self.wall_before, self.commit = ckpt["t"], ckpt["rows"], ckpt["wall_time_s"], ckpt["commit"]
         self.last_return, self.episodes = ckpt["last_return"], ckpt["episodes"]
+        # Checkpoints written before the runner counted topology changes hold the agent's count instead.
+        self.window_counts = dict(ckpt["topology_counts"] if "topology_counts" in ckpt
+                                  else ckpt["agent"]["topology_log"])
         self.needs_reset, self.ckpt_step = True, self.t
 
     def agent_state(self) -> dict:
@@ -210,7 +174,8 @@ class Run:
                 "env_rng": env_rng_state(env), "t": self.t, "rows": self.rows,
                 "env_state": env.unwrapped.state_dict() if self.cyclic_env else None,
                 "wall_time_s": self.wall_before + time.perf_counter() - self.start,
-                "last_return": self.last_return, "episodes": self.episodes, "commit": self.commit}
+                "last_return": self.last_return, "episodes": self.episodes, "commit": self.commit,
+                "topology_counts": dict(self.window_counts)}
 
     def checkpoint(self) -> None:
         """Write :meth:`state` to the run's checkpoint, atomically, keeping the previous one until it is whole."""
@@ -242,10 +207,10 @@ class Run:
                "review_threshold": (agent.review.threshold if agent.review and agent.review.threshold is not None
                                     else float("nan")),
                "review_share": agent.review.take_share() if agent.review else float("nan"),
-               **agent.topology_log, "steps_per_s": sps, **self.losses}
+               **self.window_counts, "steps_per_s": sps, **self.losses}
         if buffer.size:
             row.update(agent.plasticity(*buffer.metrics_batch(cfg.metrics_batch, self.metric_gen)))
-        agent.topology_log = {"grown": 0, "pruned": 0}
+        self.window_counts = dict.fromkeys(TOPOLOGY_COUNTS, 0)
         self.rows.append(row)
         return row
 
@@ -306,7 +271,14 @@ class Run:
             action = self.clip(self.agent.explore(self.obs, self.rng))
         self.env_step(action)
         if self.trains:
-            self.losses = self.agent.train(self.buffer)
+            self.record_update(self.agent.train(self.buffer))
+
+    def record_update(self, metrics: dict[str, float]) -> None:
+        """Take an update's metrics: its topology counts add up until the next evaluation, its losses are
+        kept for the next evaluation row (and checked there)."""
+        for k in TOPOLOGY_COUNTS:
+            self.window_counts[k] += metrics.pop(k)
+        self.losses = metrics
 
     def finish(self, command: str | None = None, wall_time_s: float | None = None) -> pd.DataFrame:
         """Save the rows and the record to the store, delete the checkpoint, return the rows.
@@ -336,23 +308,7 @@ def run(cfg: TrainConfig, store: ResultStore | None = None, overwrite: bool = Fa
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     r = Run(cfg, store)
-    bar = tqdm(total=cfg.steps, initial=r.t, disable=not cfg.progress, dynamic_ncols=True, mininterval=1.0,
-               desc=f"{cfg.method} {cfg.task} s{cfg.seed}", unit="step")
-    if r.t == 0:
-        r.evaluate_row(float("nan"))
-    window_start, window_t = time.perf_counter(), r.t
-    while r.t < cfg.steps:
-        r.step()
-        bar.update(1)
-        if r.eval_due:
-            sps = (r.t - window_t) / (time.perf_counter() - window_start)
-            row = r.evaluate_row(sps)
-            # one speed on the bar: tqdm's own rate (the rows keep sps, evaluation time included)
-            bar.set_postfix(ret=f"{row['return_mean']:.0f}",
-                            active=f"{row.get('critic_active_ratio', float('nan')):.3f}")
-            window_start, window_t = time.perf_counter(), r.t
-    bar.close()
-    return r.finish(command)
+    return train_to_end([r], r.step, f"{cfg.method} {cfg.task} s{cfg.seed}", command)[0]
 
 
 def main(argv: list[str] | None = None) -> None:
