@@ -400,7 +400,8 @@ def _shapes(state: dict) -> dict[str, tuple[int, ...]]:
 
 def test_drq_checkpoint_keys_and_shapes_are_those_of_earlier_checkpoints():
     # Written down from the agent as it was before its networks moved to nelib.agents.drq_networks: a stored
-    # DrQ checkpoint loads (strictly) only while these names and shapes stay as they are.
+    # DrQ checkpoint loads (strictly) only while these names and shapes stay as they are. (Earlier checkpoints
+    # also hold the agent's "topology_log"; the run keeps those counts now, and takes them over on load.)
     conv = {f"encoder.convs.{i}.{p}": ((4, 9 if i == 0 else 4, 3, 3) if p != "bias" else (4,))
             for i in (0, 2, 4, 6) for p in ("weight", "bias", "mask")}
     head = {"0.weight": (8, 36), "0.bias": (8,), "0.mask": (8, 36), "1.weight": (8,), "1.bias": (8,)}
@@ -417,7 +418,7 @@ def test_drq_checkpoint_keys_and_shapes_are_those_of_earlier_checkpoints():
     state = agent.state_dict()
     assert sorted(state) == ["actor", "actor_opt", "actor_updates", "alpha_opt", "critic", "critic_opt",
                              "critic_target", "gen", "interventions", "log_alpha", "mask_gen", "review", "topology",
-                             "topology_log", "updates"]
+                             "updates"]
     assert list(state["critic"]) == list(critic) and _shapes(state["critic"]) == critic
     assert list(state["actor"]) == list(actor) and _shapes(state["actor"]) == actor
     assert _shapes(state["critic_target"]) == critic
