@@ -206,6 +206,20 @@ def test_redo_recycles_are_marked_from_the_config():
     plt.close("all")
 
 
+def test_redo_dormancy_before_recycles_against_at_evaluation():
+    nan = float("nan")
+    df = pd.DataFrame({"task": ["A"] * 4 + ["B"] * 2, "seed": [0, 0, 1, 1, 0, 0],
+                       "after_recycle": [False, True, False, False, False, True],
+                       "critic_dormant_0.1": [0.5, 0.0, 0.5, 0.1, 0.9, 0.2],
+                       "critic_dormant_before_recycle": [nan, 0.2, nan, 0.4, nan, 0.3]})
+    out = curves.recycle_dormancy(df).set_index("task")
+    assert out["runs"].to_dict() == {"A": 2, "B": 1} and set(out["network"]) == {"critic"}
+    assert out["evaluations right after a recycle"].to_dict() == {"A": 0.5, "B": 1.0}
+    assert out["dormant 0.1 at evaluation"].to_dict() == pytest.approx({"A": 0.05, "B": 0.2})
+    assert out["dormant 0.1 just before each recycle"].to_dict() == pytest.approx({"A": 0.3, "B": 0.3})
+    assert curves.recycle_dormancy(df.drop(columns="critic_dormant_before_recycle")).empty  # stored before
+
+
 def test_interval_plot_leaves_out_an_iqm_that_equals_the_mean():
     import matplotlib.pyplot as plt
 

@@ -144,6 +144,39 @@ def test_redo_intervention_runs_every_interval_on_both_networks(monkeypatch):
     assert iv.recycled == {"actor": 2, "critic": 2}
 
 
+class FirstInputOnly(nn.Module):
+    """A critic-shaped wrapper: ``net(obs, act)`` reads only ``obs``."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, obs, act):
+        return self.net(obs)
+
+
+def test_redo_keeps_the_dormant_share_found_before_each_recycle():
+    agent = SimpleNamespace(critic=FirstInputOnly(dormant_mlp()), critic_opt=None, updates=0)
+    iv = RedoIntervention(RedoConfig(interval=10, tau=0.1, actor=False), seed=0)
+    obs = torch.randn(64, 3, generator=torch.Generator().manual_seed(1))
+    assert iv.take_metrics() == {"critic_dormant_before_recycle": pytest.approx(float("nan"), nan_ok=True),
+                                 "critic_recycled": 0}
+    for agent.updates in range(1, 11):
+        iv.after_update(agent, obs, None)
+    # 3 of the 8 hidden units are dormant just before the recycle at update 10 (the evaluation after it sees
+    # fewer); the 3 are recycled
+    assert plasticity_report(capture_activations(agent.critic, obs, None), taus=(0.1,))["dormant_0.1"] < 3 / 8
+    mid_window = iv.state_dict()
+    assert iv.take_metrics() == {"critic_dormant_before_recycle": 3 / 8, "critic_recycled": 3}
+    assert iv.take_metrics()["critic_recycled"] == 0  # a new window
+    # the window survives a checkpoint; a checkpoint from before windows were kept starts an empty one
+    resumed = RedoIntervention(RedoConfig(interval=10, tau=0.1, actor=False))
+    resumed.load_state_dict(mid_window, agent)
+    assert resumed.take_metrics() == {"critic_dormant_before_recycle": 3 / 8, "critic_recycled": 3}
+    resumed.load_state_dict({k: v for k, v in mid_window.items() if k != "window"}, agent)
+    assert resumed.take_metrics()["critic_recycled"] == 0
+
+
 # -- Plasticity injection ----------------------------------------------------------------------------
 
 def trainable_count(net):

@@ -41,6 +41,12 @@ def test_cli_smoke_each_method_on_halfcheetah(method, tmp_path, capsys):
     assert df["review_share"].dropna().between(0, 1).all()  # share of trigger checks with review on
     if not cfg.expansion:
         assert df["review_share"].isna().all()
+    if cfg.redo.enabled:  # recycles at updates 50, 100, 150: all after the evaluation at step 150
+        assert df["critic_recycled"].tolist()[1:] == [0, df["critic_recycled"].iloc[-1]]
+        assert df["critic_dormant_before_recycle"].isna().tolist() == [True, True, False]
+        assert 0 <= last["critic_dormant_before_recycle"] <= 1 and 0 <= last["actor_dormant_before_recycle"] <= 1
+    else:
+        assert "critic_dormant_before_recycle" not in df
     if cfg.expansion:
         assert df["grown"].sum() > 0 and last["critic_density"] > 0.2
     elif cfg.sparsity.density < 1:

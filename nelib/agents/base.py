@@ -113,7 +113,8 @@ class SparseAgent:
         self.review = ExperienceReview(review, warmup_steps) if on else None
         self.updates = self.actor_updates = 0
         # Baselines that act on the networks between updates (Reset, ReDo, Plasticity Injection): objects
-        # with ``after_update(agent, obs, act)``, ``state_dict()`` and ``load_state_dict(state, agent)``.
+        # with ``after_update(agent, obs, act)``, ``state_dict()`` and ``load_state_dict(state, agent)``, and
+        # optionally ``take_metrics()`` (columns of the evaluation row).
         self.interventions: list = []
 
     # -- learning -----------------------------------------------------------------------------------
@@ -172,6 +173,15 @@ class SparseAgent:
         out[f"{key}_stable_rank"] = stable_rank(features)
         out[f"{key}_effective_rank"] = effective_rank(features)
         return out, acts
+
+    def take_intervention_metrics(self) -> dict[str, float]:
+        """What the interventions measured since the last call (those with a ``take_metrics()``, e.g. ReDo's
+        dormant share before each recycle); starts their next window."""
+        out: dict[str, float] = {}
+        for iv in self.interventions:
+            if hasattr(iv, "take_metrics"):
+                out.update(iv.take_metrics())
+        return out
 
     # -- checkpointing ------------------------------------------------------------------------------
     def _own_state(self) -> dict:

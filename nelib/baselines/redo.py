@@ -14,6 +14,9 @@ Every ``interval`` updates each hidden unit is scored on a batch with the ReDo s
 The output layer is never recycled: only units followed by a ReLU are scored. Scores of all layers are
 computed from the same activations before anything changes. Target networks are not touched (as in the
 reference SAC agent, ``reset_target_models=False``); Polyak averaging carries the change over.
+
+An evaluation that falls right after a recycle sees ReDo at its best (no dormant unit left), so the
+intervention also keeps the dormant share it found just before each recycle (:meth:`RedoIntervention.take_metrics`).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import torch
 from torch import nn
 
 from nelib.baselines.reset import NORM_TYPES, init_units
-from nelib.metrics import capture_activations, dormant_units, redo_scores
+from nelib.metrics import capture_activations, dormant_units, plasticity_report, redo_scores
 from nelib.sparse.masks import MASKED_TYPES, MaskedConv2d, reset_adam_state
 from nelib.validation import check_non_negative, check_positive
 
@@ -161,10 +164,19 @@ class RedoIntervention:
     """Calls :func:`recycle_dormant` on the agent's (TD3 or DrQ) critic and actor every ``cfg.interval``
     updates, scoring units on the update's training batch (DrQ: conv channels included)."""
 
+    NETWORKS = ("critic", "actor")
+
     def __init__(self, cfg: RedoConfig, seed: int = 0):
         self.cfg = cfg
         self.generator = torch.Generator().manual_seed(seed)
         self.recycled = {"actor": 0, "critic": 0}
+        self._window = self._empty_window()
+
+    @classmethod
+    def _empty_window(cls) -> dict[str, list[float]]:
+        """Per network, since the last :meth:`take_metrics`: [sum of dormant shares before a recycle, number of
+        recycles, units recycled]."""
+        return {key: [0.0, 0, 0] for key in cls.NETWORKS}
 
     def after_update(self, agent, obs: torch.Tensor, act: torch.Tensor) -> None:
         if agent.updates % self.cfg.interval:
@@ -172,13 +184,33 @@ class RedoIntervention:
         for key, inputs in (("critic", (obs, act)), ("actor", (obs,))):
             if getattr(self.cfg, key):
                 net = getattr(agent, key)
-                counts = recycle_dormant(net, getattr(agent, f"{key}_opt"), capture_activations(net, *inputs),
-                                         self.cfg.tau, self.generator)
-                self.recycled[key] += sum(counts.values())
+                acts = capture_activations(net, *inputs)
+                share = plasticity_report(acts, taus=(self.cfg.tau,))[f"dormant_{self.cfg.tau:g}"]
+                n = sum(recycle_dormant(net, getattr(agent, f"{key}_opt"), acts, self.cfg.tau,
+                                        self.generator).values())
+                self.recycled[key] += n
+                w = self._window[key]
+                w[0], w[1], w[2] = w[0] + share, w[1] + 1, w[2] + n
+
+    def take_metrics(self) -> dict[str, float]:
+        """Per recycled network, since the last call: ``<net>_dormant_before_recycle``, the mean share of its
+        units with ReDo score <= tau on the batch of each recycle, just before it (NaN if none recycled), and
+        ``<net>_recycled``, the units recycled. Starts a new window."""
+        out = {}
+        for key, (total, n, units) in self._window.items():
+            if getattr(self.cfg, key):
+                out[f"{key}_dormant_before_recycle"] = total / n if n else float("nan")
+                out[f"{key}_recycled"] = units
+        self._window = self._empty_window()
+        return out
 
     def state_dict(self) -> dict:
-        return {"generator": self.generator.get_state(), "recycled": dict(self.recycled)}
+        return {"generator": self.generator.get_state(), "recycled": dict(self.recycled),
+                "window": {k: list(v) for k, v in self._window.items()}}
 
     def load_state_dict(self, state: dict, agent) -> None:
         self.generator.set_state(state["generator"].cpu())  # torch.load(map_location=cuda) moves it
         self.recycled = dict(state["recycled"])
+        # A checkpoint from before the window was kept: the window restarts at the resumed step.
+        self._window = ({k: list(v) for k, v in state["window"].items()} if "window" in state
+                        else self._empty_window())

@@ -99,6 +99,27 @@ def mark_recycles(df: pd.DataFrame, configs: Sequence) -> pd.DataFrame:
     return out
 
 
+def recycle_dormancy(df: pd.DataFrame, tau: float = 0.1) -> pd.DataFrame:
+    """ReDo's dormant share two ways, per task and network, over the evaluation windows that hold a recycle:
+    at the evaluation (``<net>_dormant_<tau>``, on the metrics batch; where the evaluation comes right after a
+    recycle, :func:`mark_recycles`, this is ReDo's best case) and on the batch of each recycle just before
+    it (``<net>_dormant_before_recycle``, the window's mean). ``runs``: the runs that have the second column
+    (runs stored before the runner kept it have none); empty if no run has it."""
+    rows = []
+    after = df["after_recycle"].fillna(False).astype(bool) if "after_recycle" in df else pd.Series(False, df.index)
+    for net in ("critic", "actor"):
+        before = f"{net}_dormant_before_recycle"
+        if before not in df:
+            continue
+        has = df[before].notna()
+        for task, g in df[has].groupby("task"):
+            rows.append({"task": task, "network": net, "runs": g["seed"].nunique(),
+                         "evaluations right after a recycle": after[g.index].mean(),
+                         f"dormant {tau:g} at evaluation": g[f"{net}_dormant_{tau:g}"].mean(),
+                         f"dormant {tau:g} just before each recycle": g[before].mean()})
+    return pd.DataFrame(rows)
+
+
 def active_floor(values) -> float:
     """Lower end of an active-ratio axis: 0.9, or lower in steps of 0.05 to hold every value. One floor for
     all the active-ratio panels of a figure keeps a 0.4% change from looking like a collapse."""

@@ -207,7 +207,7 @@ class Run:
                "review_threshold": (agent.review.threshold if agent.review and agent.review.threshold is not None
                                     else float("nan")),
                "review_share": agent.review.take_share() if agent.review else float("nan"),
-               **self.window_counts, "steps_per_s": sps, **self.losses}
+               **self.window_counts, **agent.take_intervention_metrics(), "steps_per_s": sps, **self.losses}
         if buffer.size:
             row.update(agent.plasticity(*buffer.metrics_batch(cfg.metrics_batch, self.metric_gen)))
         self.window_counts = dict.fromkeys(TOPOLOGY_COUNTS, 0)
