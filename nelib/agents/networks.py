@@ -35,7 +35,8 @@ def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, layernorm: str = "none
 class HeadLinear(MaskedLinear):
     """The output layer. Under bf16 autocast it still multiplies in fp32: a Q-value rounded to bf16's 8
     significant bits is off by up to 0.4% (2 at Q = 500, a step's reward), which would add noise to every
-    TD target. It is 1/256 of the network's products, so the cost is nil."""
+    TD target. It is 1/256 of the network's products, so the cost is nil; so is asking whether autocast is
+    on (about 1 us a call, a few per update of ~10 ms)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_autocast_enabled(x.device.type):

@@ -23,7 +23,7 @@ from nelib.agents.base import SparseAgent
 from nelib.agents.drq import DrQ
 from nelib.agents.pixel_replay import PixelReplayBuffer
 from nelib.agents.replay import ReplayBuffer
-from nelib.agents.td3 import TD3
+from nelib.agents.td3 import TD3, check_precision
 from nelib.baselines.injection import InjectionIntervention
 from nelib.baselines.redo import RedoIntervention
 from nelib.baselines.reset import ResetIntervention
@@ -58,6 +58,9 @@ class AlgoSpec:
     """Keyword arguments of :func:`nelib.envs.make_env` for a run (pixel settings)."""
     frames_per_step: Callable[[Any], int | None] = lambda env: None
     """Environment frames per agent step, for the rows' ``frames`` column (None: no such column)."""
+    check_device: Callable[[TrainConfig, torch.device], None] = lambda cfg, device: None
+    """``(cfg, device)``: raise a one-line ``ValueError`` if the run's agent settings cannot run on ``device``
+    (TD3: bf16 precision without bf16 matrix support)."""
     vectorizable: bool = False
     """Whether seeds of its runs can train together (:mod:`nelib.runner.vectorized`)."""
     section_in_every_hash: bool = False
@@ -110,7 +113,8 @@ def _pixel_settings(cfg: TrainConfig) -> dict[str, Any]:
 
 SPECS: dict[str, AlgoSpec] = {s.name: s for s in (
     AlgoSpec("td3", "agent", "", _td3_agent, _flat_buffer, observation=lambda shape: shape[0],
-             scale=_preset_scale, vectorizable=True, section_in_every_hash=True),
+             scale=_preset_scale, check_device=lambda cfg, device: check_precision(cfg.agent.precision, device),
+             vectorizable=True, section_in_every_hash=True),
     AlgoSpec("drq", "drq", dmc.PREFIX, _drq_agent, _frame_buffer, observation=tuple, scale=_dmc_scale,
              env_settings=_pixel_settings, frames_per_step=lambda env: env.unwrapped.action_repeat),
 )}

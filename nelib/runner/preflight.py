@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from nelib.agents.td3 import check_precision
 from nelib.envs import check_task
+from nelib.runner.algos import spec
 from nelib.runner.config import TrainConfig, fields
 from nelib.runner.methods import METHODS
 
@@ -96,8 +96,7 @@ def check_training(cfg: TrainConfig, store) -> torch.device:
     store's folders for its rows and checkpoints. Returns the device."""
     check_config(cfg)
     device = check_device(cfg.device)
-    if cfg.algo == "td3":
-        check_precision(cfg.agent.precision, device)
+    spec(cfg.algo).check_device(cfg, device)
     check_writable([store.csv_path(cfg).parent, store.checkpoint_path(cfg).parent])
     return device
 
