@@ -2,6 +2,9 @@
 
 ``python -m benchmarks.bench_vectorized [--ks 1,2,4,8,16,32] [--steps 200] [--method td3] [--device cpu]``
 
+On a GPU: ``--device cuda --no-pool`` times the eager batched update, ``--device cuda --no-pool --cuda-graph``
+the update replayed as a CUDA graph (``TrainConfig.cuda_graph``).
+
 For each K, the same K short runs (seeds 0..K-1) are trained three ways: ``vectorized``, all K in this
 process (``--threads`` torch threads, default 1); ``vectorized x W``, K/W seeds per process on the pool of
 ``nelib.runner.experiments`` (``sweep --vectorize``, W = ``min(K, --workers)`` processes of 1 thread, default one
@@ -28,17 +31,19 @@ from nelib.runner.config import make_config
 from nelib.runner.store import ResultStore
 
 
-def configs(method: str, task: str, k: int, steps: int, device: str, threads: int = 1):
+def configs(method: str, task: str, k: int, steps: int, device: str, threads: int = 1, cuda_graph: bool = False):
     return [make_config(task, method, seed, "ci", steps=2 * steps, start_steps=steps, eval_every=steps,
-                        eval_episodes=1, checkpoint_every=0, progress=False, threads=threads, device=device)
+                        eval_episodes=1, checkpoint_every=0, progress=False, threads=threads, device=device,
+                        cuda_graph=cuda_graph)
             for seed in range(k)]
 
 
-def measure_vectorized(method: str, task: str, k: int, steps: int, threads: int, device: str) -> tuple[float, float]:
+def measure_vectorized(method: str, task: str, k: int, steps: int, threads: int, device: str,
+                       cuda_graph: bool = False) -> tuple[float, float]:
     """(aggregate timed-window steps/s, aggregate steps/s over the wall time) of K seeds in this process."""
     from nelib.runner.vectorized import run_vectorized
 
-    cfgs = configs(method, task, k, steps, device, threads)
+    cfgs = configs(method, task, k, steps, device, threads, cuda_graph)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         rows = run_vectorized(cfgs, ResultStore(tmp))
@@ -75,6 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="pool processes (1 thread each)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-pool", action="store_true", help="one-process vectorized runs only (e.g. on a GPU)")
+    p.add_argument("--cuda-graph", action="store_true", help="vectorized runs replay their update as a CUDA graph")
     args = p.parse_args(argv)
     ks = [int(k) for k in args.ks.split(",")]
     dev = torch.cuda.get_device_name() if args.device.startswith("cuda") else cpu_name()
@@ -82,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     ceiling = measure_ceiling(args.task, threads=1, device=args.device)
     print(f"{args.method} on {args.task}, {args.steps} timed steps per run, device {args.device} ({dev}), "
           f"{os.cpu_count()} cores, vectorized: {args.threads} thread(s), pool: {args.workers} workers x 1 thread, "
-          f"torch {torch.__version__}", flush=True)
+          f"torch {torch.__version__}{', vectorized update as a CUDA graph' if args.cuda_graph else ''}", flush=True)
     print(f"{ceiling.describe()} per thread", flush=True)
     share = "share of the fp32" + (" / bf16" if ceiling.bf16 else "") + " ceiling: vectorized, x W, pool"
     print(f"| K | vectorized | vectorized x W | pool | vectorized / pool | vectorized x W / pool | wall: vectorized, "
@@ -94,7 +100,8 @@ def main(argv: list[str] | None = None) -> None:
         res = {m: nan for m in ("vec", "vec-pool", "pool")}
         for mode in modes[i % len(modes):] + modes[:i % len(modes)]:  # rotate, against drifting load
             if mode == "vec":
-                res[mode] = measure_vectorized(args.method, args.task, k, args.steps, args.threads, args.device)
+                res[mode] = measure_vectorized(args.method, args.task, k, args.steps, args.threads, args.device,
+                                               args.cuda_graph)
             else:
                 res[mode] = measure_pool(args.method, args.task, k, args.steps, args.workers, args.device,
                                          vectorize=mode == "vec-pool")

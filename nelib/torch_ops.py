@@ -21,11 +21,14 @@ def soft_update_(targets: list[torch.Tensor], online: list[torch.Tensor], tau: f
 
 @torch.no_grad()
 def adam_step_(params: list[torch.Tensor], grads: list[torch.Tensor], exp_avgs: list[torch.Tensor],
-               exp_avg_sqs: list[torch.Tensor], steps: list[torch.Tensor], group: dict) -> None:
+               exp_avg_sqs: list[torch.Tensor], steps: list[torch.Tensor], group: dict,
+               capturable: bool = False) -> None:
     """One Adam update of ``params`` in place, as ``torch.optim.Adam.step`` makes it for the parameter
     group ``group`` (its ``lr``, ``betas``, ``eps``, ``weight_decay``, ``maximize``, ``foreach``). ``steps``
-    (one tensor per parameter) hold the step counts before this update; Adam counts them up in place."""
-    _adam(params, grads, exp_avgs, exp_avg_sqs, [], steps, foreach=group["foreach"], capturable=False,
+    (one tensor per parameter) hold the step counts before this update; Adam counts them up in place.
+    ``capturable``: Adam's form that a CUDA graph can hold (``steps`` on the device, bias correction computed
+    there; equal up to float rounding)."""
+    _adam(params, grads, exp_avgs, exp_avg_sqs, [], steps, foreach=group["foreach"], capturable=capturable,
           differentiable=False, fused=None, has_complex=False,
           decoupled_weight_decay=group.get("decoupled_weight_decay", False), amsgrad=False,
           beta1=group["betas"][0], beta2=group["betas"][1], lr=group["lr"], weight_decay=group["weight_decay"],

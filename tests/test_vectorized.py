@@ -184,3 +184,53 @@ def test_batched_losses_of_the_cuda_path_are_close():
     for (a, _), (b, _) in zip(single, batched, strict=True):
         for p, q in zip(a.actor.parameters(), b.actor.parameters(), strict=True):
             torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6)
+
+
+def test_cuda_graph_is_refused_off_cuda(tmp_path):
+    from nelib.agents.td3 import TD3, TD3Config
+    from nelib.runner.preflight import check_training
+    from nelib.runner.vectorized import VectorTD3
+
+    with pytest.raises(ValueError, match="CUDA device; these agents are on cpu"):
+        VectorTD3([TD3(3, 1, 1.0, TD3Config(), seed=s) for s in (0, 1)], cuda_graph=True)
+    cfg = configs("td3", cuda_graph=True)[0]
+    assert cfg.hash() == configs("td3")[0].hash()  # how a run executes, not what it computes
+    with pytest.raises(ValueError, match="cuda_graph replays updates on a CUDA GPU; this run is on cpu"):
+        check_training(cfg, ResultStore(tmp_path))
+    with pytest.raises(ValueError, match="python -m nelib.runner.vectorized"):
+        train.run(cfg, ResultStore(tmp_path))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")
+@pytest.mark.parametrize("method", ["td3", "ne", "redo"])
+def test_cuda_graph_updates_equal_eager_cuda_updates(method):
+    """The replayed update equals the eager one up to float rounding, through recaptures after topology
+    updates (NE, every 20 updates) and in-place changes between replays (ReDo, every 100)."""
+    import numpy as np
+
+    from nelib.agents.replay import ReplayBuffer
+    from nelib.runner.algos import build_agent
+    from nelib.runner.vectorized import VectorTD3
+
+    cuda = torch.device("cuda")
+
+    def agents_and_buffers():
+        out = []
+        for cfg in configs(method, (0, 1, 2), device="cuda", **SMALL_BATCH):
+            buffer, rng = ReplayBuffer(3, 1, 500, cuda, seed=cfg.seed), np.random.default_rng(cfg.seed)
+            for _ in range(300):
+                buffer.add(rng.normal(size=3), rng.uniform(-1, 1, 1), rng.normal(), rng.normal(size=3), False)
+            out.append((build_agent(cfg, 3, 1, 1.0, cuda), buffer))
+        return out
+
+    eager, graphed = agents_and_buffers(), agents_and_buffers()
+    vec_e, vec_g = VectorTD3([a for a, _ in eager]), VectorTD3([a for a, _ in graphed], cuda_graph=True)
+    for _ in range(150):
+        expected, got = vec_e.train([b for _, b in eager]), vec_g.train([b for _, b in graphed])
+        for e, g in zip(expected, got, strict=True):
+            assert e.keys() == g.keys() and all(g[k] == pytest.approx(e[k], rel=1e-3, abs=1e-5) for k in e)
+    assert all(isinstance(s, tuple) and s[0] == "graph" for s in vec_g._graphs.values())  # replaying by now
+    for (a, _), (b, _) in zip(eager, graphed, strict=True):
+        for net in ("actor", "critic"):
+            for p, q in zip(getattr(a, net).parameters(), getattr(b, net).parameters(), strict=True):
+                torch.testing.assert_close(p, q, rtol=1e-3, atol=1e-5)

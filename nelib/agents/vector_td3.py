@@ -10,6 +10,15 @@ per-seed losses, so that each seed's gradients are those of its own single run. 
 stacked the same way, so that one call of Adam's (element-wise) update steps all K agents when none has
 a topology update due.
 
+On CUDA the batched update can also run as a CUDA graph (``cuda_graph=True``): between topology updates
+an update is the same fixed sequence of kernels on the same tensors, so it is captured once and replayed,
+which removes the launch overhead of its hundreds of small kernels. What changes from one update to the
+next enters through static tensors (the batch's replay indices, the target-smoothing noise, Adam's step
+count), drawn on the host exactly as the eager path draws them; the graph is captured again after every
+change of structure (a topology update, new masks, restacked parameters or optimizer state). The replayed
+update equals the eager CUDA update up to float rounding (Adam's capturable form computes its bias
+correction on the device).
+
 The runner trains seeds this way in :mod:`nelib.runner.vectorized`.
 """
 
@@ -27,7 +36,7 @@ from nelib.agents.networks import Actor, TwinCritic
 from nelib.agents.replay import ReplayBuffer
 from nelib.agents.td3 import TD3, smoothed_action, td_target, twin_critic_loss
 from nelib.baselines.injection import FrozenReLU, InjectedHead
-from nelib.sparse.masks import mask_gradients
+from nelib.sparse.masks import float_mask, masked_layers
 from nelib.torch_ops import adam_step_, soft_update_
 
 NETS = ("actor", "critic", "actor_target", "critic_target")
@@ -105,17 +114,20 @@ class VectorTD3:
     The agents must have the same structure and hyper-parameters and the same number of updates so far.
     """
 
-    def __init__(self, agents: Sequence[TD3]):
+    def __init__(self, agents: Sequence[TD3], cuda_graph: bool = False):
         if not agents or not all(isinstance(a, TD3) for a in agents):
             raise TypeError("VectorTD3 batches TD3 agents")
         a0 = agents[0]
         if any(a.cfg != a0.cfg or a.max_action != a0.max_action or a.device != a0.device
                or (a.updates, a.actor_updates) != (a0.updates, a0.actor_updates) for a in agents):
             raise ValueError("vectorized agents must share hyper-parameters, device and update counts")
+        if cuda_graph and a0.device.type != "cuda":
+            raise ValueError(f"cuda_graph replays the update on a CUDA device; these agents are on {a0.device}")
         self.agents = list(agents)
         # CPU: reduce each seed's losses on their own, which rounds as a single run does; elsewhere (CUDA,
         # not bit-reproducible across kernels anyway) reduce all seeds in one kernel instead of K.
         self.exact = a0.device.type == "cpu"
+        self.cuda_graph = cuda_graph
         self.stack()
 
     # -- stacked parameters -------------------------------------------------------------------------
@@ -144,6 +156,31 @@ class VectorTD3:
                         [*self.params["actor"].values(), *self.params["critic"].values()])
         self.adam = {key: self._stack_adam(key) for key in ("actor", "critic")}
         self._ptrs = self._storage()
+        self._stack_masks()
+
+    @torch.no_grad()
+    def _stack_masks(self) -> None:
+        """Stack every agent's float masks (:func:`~nelib.sparse.masks.float_mask`) per masked weight of actor
+        and critic, to mask the stacked gradients with one multiply per layer (left out where no agent masks
+        the layer). Drops any captured graph: it read the old stacks."""
+        self.masks: dict[str, dict[str, torch.Tensor]] = {}
+        for key in ("actor", "critic"):
+            layers = [dict(masked_layers(getattr(a, key))) if getattr(a, key) in a.sparse_nets else {}
+                      for a in self.agents]
+            stacked = {}
+            for name in layers[0]:
+                masks = [float_mask(ls[name]) for ls in layers]
+                if any(m is not None for m in masks):
+                    w = layers[0][name].weight
+                    stacked[f"{name}.weight"] = torch.stack([torch.ones_like(w) if m is None else m for m in masks])
+            self.masks[key] = stacked
+        self._mask_key = self._masks_now()
+        self._graphs: dict[bool, tuple | None] = {}
+
+    def _masks_now(self) -> tuple:
+        """What identifies every agent's current masks (each mask update bumps its version counter)."""
+        return tuple((m.mask._version, m.mask.data_ptr()) for a in self.agents for key in ("actor", "critic")
+                     for _, m in masked_layers(getattr(a, key)))
 
     @torch.no_grad()
     def _stack_adam(self, key: str) -> dict | None:
@@ -193,6 +230,8 @@ class VectorTD3:
         # moves them out of the stacks: stack again, so that the batched passes see the agents as they are.
         if self._storage() != self._ptrs or not all(self._adam_intact(k) for k in ("actor", "critic")):
             self.stack()
+        elif self._masks_now() != self._mask_key:
+            self._stack_masks()
 
     def _leaves(self, net: str) -> Params:
         """The stacked parameters of ``net`` as fresh leaves that collect gradients (sharing storage)."""
@@ -207,27 +246,30 @@ class VectorTD3:
                 p.grad = None if g is None else g[k]
 
     def _optimizer_step(self, key: str, leaves: Params, updates: list[int], batches: list[tuple]) -> None:
-        """Every agent's masked optimizer step of its ``key`` network (gradients scattered already).
+        """Every agent's masked optimizer step of its ``key`` network.
 
         Topology updates never reach here (:meth:`train` runs those updates agent by agent), so the step is
-        masking and Adam: each agent masks its gradients (in place, in the stacked gradients), then one Adam
-        update runs on the stacks (or, where their Adam states cannot be stacked, each agent steps its own).
+        masking and Adam: the stacked gradients are masked with the stacked masks, then one Adam update runs
+        on the stacks. Where their Adam states cannot be stacked, each agent masks and steps its own (the
+        gradients scattered to it first). The step counts are counted up by :meth:`train`, on the host.
         """
         st = self.adam[key]
         if st is None:
+            self._scatter_grads(key, leaves)
             for a, u, b in zip(self.agents, updates, batches, strict=True):
                 a._optimizer_step(key, u, b)
             return
-        for a in self.agents:
-            net = getattr(a, key)
-            if net in a.sparse_nets:
-                mask_gradients(net)
-        g = st["group"]
         with torch.no_grad():
-            steps = [s[0].clone() for s in st["step"]]  # Adam counts it up; all agents' are equal
+            for name, mask in self.masks[key].items():
+                g = leaves[name].grad
+                if g is not None:
+                    g.mul_(mask)
+            if self.cuda_graph:  # device step counts, set from the host's before every update
+                steps = self._device_steps[key]
+            else:
+                steps = [s[0].clone() for s in st["step"]]  # Adam counts them up; all agents' are equal
             adam_step_([self.params[key][n] for n in st["names"]], [leaves[n].grad for n in st["names"]],
-                       st["exp_avg"], st["exp_avg_sq"], steps, g)
-            torch._foreach_add_(st["step"], 1.0)
+                       st["exp_avg"], st["exp_avg_sq"], steps, st["group"], capturable=self.cuda_graph)
 
     # -- batched networks ---------------------------------------------------------------------------
     def actor(self, p: Params, obs: torch.Tensor) -> torch.Tensor:
@@ -247,9 +289,9 @@ class VectorTD3:
     def train(self, buffers: Sequence[ReplayBuffer]) -> list[dict[str, float]]:
         """One TD3 update of every agent on its own buffer; the same as ``[a.train(b) for a, b in ...]``, metrics
         included."""
-        agents, K = self.agents, len(self.agents)
+        agents = self.agents
         a0 = agents[0]
-        cfg, max_action = a0.cfg, a0.max_action
+        cfg = a0.cfg
         if any(a.topology_due(a.updates + 1, cfg.policy_delay) for a in agents):
             # A topology update hooks the agent's own modules (straight-through growth scores), so this
             # update, one in `interval`, runs agent by agent: the same computation, unbatched.
@@ -258,10 +300,44 @@ class VectorTD3:
             return outs
         for a in agents:
             a.updates += 1
-        batches = [buf.sample(cfg.batch_size, a.review) for a, buf in zip(agents, buffers, strict=True)]
-        obs, act, rew, next_obs, not_done = (torch.stack(x) for x in zip(*batches, strict=True))
+        with_actor = a0.updates % cfg.policy_delay == 0
+        if with_actor:
+            for a in agents:
+                a.actor_updates += 1
+        # What differs between updates, drawn on the host in a single run's order: each agent's batch, then
+        # each agent's target-smoothing noise.
+        idx = torch.stack([buf.indices(cfg.batch_size, a.review) for a, buf in zip(agents, buffers, strict=True)])
+        noise = torch.stack([torch.randn((cfg.batch_size, a.act_dim), generator=a.gen, device=a.device)
+                             for a in agents])
+        if self.cuda_graph:
+            critic_losses, actor_losses, obs, act = self._replay(buffers, idx, noise, with_actor)
+        else:
+            critic_losses, actor_losses, obs, act = self._update(buffers, idx, noise, with_actor)
+        for key in ("critic", "actor") if with_actor else ("critic",):
+            if self.adam[key] is not None:
+                torch._foreach_add_(self.adam[key]["step"], 1.0)
+        outs = [{"critic_loss": v} for v in critic_losses.tolist()]
+        if with_actor:
+            for out, v in zip(outs, actor_losses.tolist(), strict=True):
+                out["actor_loss"] = v
+        for k, a in enumerate(agents):
+            for intervention in a.interventions:
+                intervention.after_update(a, obs[k], act[k])
+        if any(a.interventions for a in agents):
+            self._restack_if_changed()
+        return [{**out, **summed_counts()} for out in outs]  # no topology update on a batched one
+
+    def _update(self, buffers: Sequence[ReplayBuffer], idx: torch.Tensor, noise: torch.Tensor, with_actor: bool):
+        """The batched update on the device, from the batches' replay indices ``idx`` ``[K, B]`` and the
+        target-smoothing noise ``[K, B, act_dim]``: critic step, and with ``with_actor`` actor step and Polyak
+        averaging. No host synchronisation (a CUDA graph can hold it). Returns the per-seed critic and actor
+        losses ``[K]`` (actor: None without ``with_actor``) and the batches' observations and actions."""
+        agents, K = self.agents, len(self.agents)
+        cfg, max_action = agents[0].cfg, agents[0].max_action
+        obs, act, rew, next_obs, not_done = (
+            torch.stack([field[idx[k]] for k, field in enumerate(fields)])
+            for fields in zip(*((b.obs, b.action, b.reward, b.next_obs, b.not_done) for b in buffers), strict=True))
         with torch.no_grad():
-            noise = torch.stack([torch.randn(act.shape[1:], generator=a.gen, device=a.device) for a in agents])
             next_act = smoothed_action(self.actor(self.params["actor_target"], next_obs), noise, cfg, max_action)
             target = td_target(rew, not_done, *self.critic(self.params["critic_target"], next_obs, next_act), cfg.gamma)
         leaves = self._leaves("critic")
@@ -273,27 +349,50 @@ class VectorTD3:
             losses = (F.mse_loss(q1, target, reduction="none").mean((1, 2))
                       + F.mse_loss(q2, target, reduction="none").mean((1, 2)))
         losses.sum().backward()
-        self._scatter_grads("critic", leaves)
-        self._optimizer_step("critic", leaves, [a.updates for a in agents], [(b[0], b[1]) for b in batches])
-        outs = [{"critic_loss": v} for v in losses.tolist()]
-
-        if a0.updates % cfg.policy_delay == 0:
-            for a in agents:
-                a.actor_updates += 1
+        batches = [(obs[k], act[k]) for k in range(K)]
+        self._optimizer_step("critic", leaves, [a.updates for a in agents], batches)
+        actor_losses = None
+        if with_actor:
             leaves = self._leaves("actor")
             # The critic's stacked parameters need no gradient here (a single run computes and discards it).
             q = self._q1(self.params["critic"], torch.cat([obs, self.actor(leaves, obs)], dim=-1))
             actor_losses = torch.stack([-q[k].mean() for k in range(K)]) if self.exact else -q.mean((1, 2))
             actor_losses.sum().backward()
-            self._scatter_grads("actor", leaves)
             self._optimizer_step("actor", leaves, [a.actor_updates for a in agents], [(b[0],) for b in batches])
             with torch.no_grad():
                 soft_update_(*self._polyak, cfg.tau)
-            for out, v in zip(outs, actor_losses.tolist(), strict=True):
-                out["actor_loss"] = v
-        for a, b in zip(agents, batches, strict=True):
-            for intervention in a.interventions:
-                intervention.after_update(a, b[0], b[1])
-        if any(a.interventions for a in agents):
-            self._restack_if_changed()
-        return [{**out, **summed_counts()} for out in outs]  # no topology update on a batched one
+        return losses.detach(), None if actor_losses is None else actor_losses.detach(), obs, act
+
+    def _replay(self, buffers: Sequence[ReplayBuffer], idx: torch.Tensor, noise: torch.Tensor, with_actor: bool):
+        """:meth:`_update` as a CUDA graph, one per value of ``with_actor``.
+
+        After a change of structure (:meth:`_stack_masks` drops the graphs) the first update runs eagerly
+        on a side stream (CUDA's warm-up before a capture), the next one is captured and then replayed, and
+        every later one only replayed. Inputs are copied into the graph's static tensors first."""
+        if any(self.adam[k] is None for k in ("actor", "critic")):
+            raise ValueError("cuda_graph needs Adam states that stack (plain torch.optim.Adam, same step counts)")
+        if not self._graphs:  # fresh structure: fresh static inputs and device step counts
+            self._static = {"idx": idx.to(self.agents[0].device), "noise": noise.clone()}
+            self._device_steps = {k: [s[0].to(noise.device) for s in self.adam[k]["step"]] for k in ("actor", "critic")}
+        static = self._static
+        static["idx"].copy_(idx, non_blocking=True)
+        static["noise"].copy_(noise)
+        for key in ("actor", "critic"):  # the host's counts, before this update
+            for dev, host in zip(self._device_steps[key], self.adam[key]["step"], strict=True):
+                dev.copy_(host[0], non_blocking=True)
+        state = self._graphs.get(with_actor)
+        if state is None:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                out = self._update(buffers, static["idx"], static["noise"], with_actor)
+            torch.cuda.current_stream().wait_stream(side)
+            self._graphs[with_actor] = ("warm",)
+            return out
+        if state[0] == "warm":
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                out = self._update(buffers, static["idx"], static["noise"], with_actor)
+            self._graphs[with_actor] = state = ("graph", graph, out)
+        state[1].replay()
+        return state[2]

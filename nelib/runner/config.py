@@ -75,6 +75,9 @@ class TrainConfig:
     """``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:1``..."""
     threads: int = 0
     """torch CPU threads (0: torch's default)."""
+    cuda_graph: bool = False
+    """Vectorized seeds on CUDA: replay the batched update as a CUDA graph between topology updates (same
+    results up to float rounding; :class:`nelib.agents.vector_td3.VectorTD3`)."""
     progress: bool = True
     """Show a progress bar."""
 

@@ -91,12 +91,15 @@ def check_writable(folders) -> None:
                              "(or set NELIB_DATA)") from None
 
 
-def check_training(cfg: TrainConfig, store) -> torch.device:
-    """Everything a run needs before it trains: :func:`check_config`, its device, and write access to the
-    store's folders for its rows and checkpoints. Returns the device."""
+def check_training(cfg: TrainConfig, store, device: torch.device | None = None) -> torch.device:
+    """Everything a run needs before it trains: :func:`check_config`, its device (``device``, default the
+    config's) and what its settings need of it, and write access to the store's folders for its rows and
+    checkpoints. Returns the device."""
     check_config(cfg)
-    device = check_device(cfg.device)
+    device = device or check_device(cfg.device)
     spec(cfg.algo).check_device(cfg, device)
+    if cfg.cuda_graph and device.type != "cuda":
+        raise ValueError(f"cuda_graph replays updates on a CUDA GPU; this run is on {device}")
     check_writable([store.csv_path(cfg).parent, store.checkpoint_path(cfg).parent])
     return device
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from nelib.runner import algos
 
-NOT_HASHED = ("device", "threads", "checkpoint_every", "progress")
+NOT_HASHED = ("device", "threads", "checkpoint_every", "progress", "cuda_graph")
 """Fields that change how a run executes, not what it computes."""
 ADDED_LATER: dict[str, Any] = {
     "algo": "td3",  # with DrQ; TD3 runs hold "td3"

@@ -107,8 +107,7 @@ class Run:
 
     def __init__(self, cfg: TrainConfig, store: ResultStore, device: torch.device | None = None):
         self.cfg, self.store = cfg, store
-        self.device = device = device or preflight.check_device(cfg.device)
-        preflight.check_writable([store.csv_path(cfg).parent, store.checkpoint_path(cfg).parent])
+        self.device = device = preflight.check_training(cfg, store, device)
         algo = spec(cfg.algo)
         settings = algo.env_settings(cfg)
         self.env, self.eval_env = make_env(cfg.task, **settings), make_env(cfg.task, **settings)
@@ -301,6 +300,9 @@ def run(cfg: TrainConfig, store: ResultStore | None = None, overwrite: bool = Fa
 
     ``command`` is what the results record says produced the run (default: this process's command line).
     """
+    if cfg.cuda_graph:
+        raise ValueError("cuda_graph replays the batched update of vectorized seeds: run them with "
+                         "python -m nelib.runner.vectorized --seeds ...")
     store = store or ResultStore()
     done_rows = stored_rows(cfg, store, overwrite)
     if done_rows is not None:

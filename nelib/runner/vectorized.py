@@ -71,7 +71,8 @@ def seed_groups(configs: Sequence[TrainConfig], k: int) -> list[list[TrainConfig
         if not spec(c.algo).vectorizable or k <= 1 or c.agent.precision != "fp32":
             items.append([c])
             continue
-        key = dataclasses.replace(c, seed=0).hash() + str((c.device, c.threads, c.checkpoint_every, c.progress))
+        key = dataclasses.replace(c, seed=0).hash() + str((c.device, c.threads, c.checkpoint_every, c.progress,
+                                                           c.cuda_graph))
         open_groups = groups.setdefault(key, [])
         if open_groups and len(open_groups[-1]) < k:
             open_groups[-1].append(c)
@@ -96,7 +97,7 @@ def run_group(configs: Sequence[TrainConfig], root: str, overwrite: bool, comman
     """A pool worker's job: :func:`run_vectorized` on the store at ``root`` (one config: a single run)."""
     from nelib.runner.train import run
 
-    if len(configs) == 1:
+    if len(configs) == 1 and not configs[0].cuda_graph:  # a CUDA graph replays the batched update: K = 1 too
         run(configs[0], ResultStore(root), overwrite=overwrite, command=command or None)
     else:
         run_vectorized(configs, ResultStore(root), overwrite=overwrite, command=command or None)
@@ -142,7 +143,7 @@ def train_together(runs: Sequence[Run], command: str | None = None) -> list[pd.D
     t = max(r.t for r in runs)
     for r in runs:
         advance([r], r.step, t)
-    vec = VectorTD3([r.agent for r in runs])
+    vec = VectorTD3([r.agent for r in runs], cuda_graph=cfg.cuda_graph)
     return train_to_end(runs, lambda: step_together(runs, vec), f"{cfg.method} {cfg.task} x{len(runs)} seeds",
                         command)
 

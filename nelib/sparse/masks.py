@@ -52,7 +52,7 @@ def apply_masks(net: nn.Module) -> None:
         layer.weight.mul_(layer.mask)
 
 
-def _float_mask(layer: nn.Module) -> torch.Tensor | None:
+def float_mask(layer: nn.Module) -> torch.Tensor | None:
     """The layer's mask as 0/1 in the weight's dtype (None when nothing is masked), cached until it changes.
 
     Multiplying by a float mask is about 6x faster on CPU than by a bool one (no type promotion), and a
@@ -72,7 +72,7 @@ def _float_mask(layer: nn.Module) -> torch.Tensor | None:
 def mask_gradients(net: nn.Module) -> None:
     """Zero the gradient of every masked-out weight, so the optimizer never moves it."""
     for _, layer in masked_layers(net):
-        mask = _float_mask(layer)
+        mask = float_mask(layer)
         if mask is not None and layer.weight.grad is not None:
             layer.weight.grad.mul_(mask)
 
