@@ -27,6 +27,7 @@ from nelib.runner.algos import build_agent, make_buffer, spec
 from nelib.runner.cli import parse_args  # noqa: F401 - nelib.runner.vectorized parses with it
 from nelib.runner.config import TrainConfig
 from nelib.runner.loop import train_to_end
+from nelib.runner.process import setup_process
 from nelib.runner.store import ResultStore, git_commit, note
 from nelib.seeding import EVALUATION, METRICS, stream_seed
 
@@ -307,8 +308,7 @@ def run(cfg: TrainConfig, store: ResultStore | None = None, overwrite: bool = Fa
     done_rows = stored_rows(cfg, store, overwrite)
     if done_rows is not None:
         return done_rows
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    setup_process(cfg.threads)
     r = Run(cfg, store)
     return train_to_end([r], r.step, f"{cfg.method} {cfg.task} s{cfg.seed}", command)[0]
 

@@ -30,6 +30,7 @@ from nelib.agents.vector_td3 import VectorTD3, batched_linear  # noqa: F401 - ba
 from nelib.runner.algos import spec
 from nelib.runner.config import TrainConfig
 from nelib.runner.loop import advance, evaluate_first, train_to_end
+from nelib.runner.process import setup_process
 from nelib.runner.store import ResultStore, current_command
 from nelib.runner.train import Run, parse_args, stored_rows
 
@@ -116,8 +117,7 @@ def run_vectorized(configs: Sequence[TrainConfig], store: ResultStore | None = N
     done = {c.seed: stored_rows(c, store, overwrite) for c in configs}
     todo = [c for c in configs if done[c.seed] is None]
     if todo:
-        if todo[0].threads:
-            torch.set_num_threads(todo[0].threads)
+        setup_process(todo[0].threads)
         command = command or current_command()
         command += f"  [nelib.runner.vectorized: seeds {','.join(str(c.seed) for c in todo)} in one process]"
         runs = [SeedRun(c, store) for c in todo]
