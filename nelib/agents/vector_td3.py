@@ -174,13 +174,14 @@ class VectorTD3:
                     w = layers[0][name].weight
                     stacked[f"{name}.weight"] = torch.stack([torch.ones_like(w) if m is None else m for m in masks])
             self.masks[key] = stacked
+        self._masked = [m for a in self.agents for key in ("actor", "critic")
+                        for _, m in masked_layers(getattr(a, key))]
         self._mask_key = self._masks_now()
         self._graphs: dict[bool, tuple | None] = {}
 
     def _masks_now(self) -> tuple:
         """What identifies every agent's current masks (each mask update bumps its version counter)."""
-        return tuple((m.mask._version, m.mask.data_ptr()) for a in self.agents for key in ("actor", "critic")
-                     for _, m in masked_layers(getattr(a, key)))
+        return tuple((m.mask._version, m.mask.data_ptr()) for m in self._masked)
 
     @torch.no_grad()
     def _stack_adam(self, key: str) -> dict | None:
