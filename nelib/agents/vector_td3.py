@@ -164,18 +164,18 @@ class VectorTD3:
         and critic, to mask the stacked gradients with one multiply per layer (left out where no agent masks
         the layer). Drops any captured graph: it read the old stacks."""
         self.masks: dict[str, dict[str, torch.Tensor]] = {}
+        self._masked: list = []  # every agent's masked layers, whose mask versions say when masks changed
         for key in ("actor", "critic"):
-            layers = [dict(masked_layers(getattr(a, key))) if getattr(a, key) in a.sparse_nets else {}
-                      for a in self.agents]
+            layers = [dict(masked_layers(getattr(a, key))) for a in self.agents]
+            self._masked += [m for ls in layers for m in ls.values()]
+            sparse = [getattr(a, key) in a.sparse_nets for a in self.agents]
             stacked = {}
             for name in layers[0]:
-                masks = [float_mask(ls[name]) for ls in layers]
+                masks = [float_mask(ls[name]) if s else None for ls, s in zip(layers, sparse, strict=True)]
                 if any(m is not None for m in masks):
                     w = layers[0][name].weight
                     stacked[f"{name}.weight"] = torch.stack([torch.ones_like(w) if m is None else m for m in masks])
             self.masks[key] = stacked
-        self._masked = [m for a in self.agents for key in ("actor", "critic")
-                        for _, m in masked_layers(getattr(a, key))]
         self._mask_key = self._masks_now()
         self._graphs: dict[bool, tuple | None] = {}
 
