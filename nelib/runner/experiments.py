@@ -121,6 +121,10 @@ EXPERIMENTS: dict[str, Experiment] = {
                                *_vary("omega", "topology.pruning.omega", (0.1, 0.8)),
                                *_vary("early", "review.early_fraction", (0.1, 0.6))), "first"),
     "cyclic": Experiment(_arms("td3", "ne", "reset", "redo"), "cycle", CYCLIC_SCALED),
+    # Whether bf16 matrix products change what TD3 and NE learn (benchmarks/precision_ab.py); the runs need a
+    # CPU or GPU with bf16 matrix units.
+    "precision": Experiment((Arm("td3"), Arm("td3", "bf16", (("agent.precision", "bf16"),)),
+                             Arm("ne"), Arm("ne", "bf16", (("agent.precision", "bf16"),))), "first"),
     # Pixel DeepMind Control with DrQ (paper Fig. 7); at `ci` only DrQ and NE run (seconds each).
     "dmc-benchmark": Experiment(_arms("drq", "ne", "reset", "redo"), "dmc", DMC_SCALED, ci_methods=("drq", "ne")),
 }
