@@ -63,7 +63,7 @@ def interval_plot(agg: pd.DataFrame, metrics_order: Sequence[str] = ("IQM", "mea
 
 PARAM_TITLES = {
     "density": "initial density",
-    "tend": "T_end: full size at this share of the run",
+    "tend": "T_end: full size after this share of the updates",
     "omega": "pruning cap ω (share of the grown)",
     "early": "early share reviewed (review.early_fraction)",
 }

@@ -50,7 +50,8 @@ def difference(scores: pd.DataFrame, a: str, b: str, level: float = 0.95) -> pd.
 
 
 def forgetting(df: pd.DataFrame, y: str = "return_mean") -> pd.DataFrame:
-    """Per run: best return, final return and the drop from best to final (late-training forgetting)."""
+    """Per run: the best evaluation return, the last one (``final``) and the drop from best to last
+    (late-training forgetting)."""
     g = df.sort_values("step").groupby(["task", "label", "seed"])[y]
     out = pd.DataFrame({"best": g.max(), "final": g.last()}).reset_index()
     out["drop"] = out["best"] - out["final"]
