@@ -44,8 +44,8 @@ def main(argv: list[str] | None = None) -> None:
     print("\n| method | bf16 - fp32 (mean final return) | Welch 95% interval | verdict |\n|---|---|---|---|")
     for m in METHODS:
         for _, row in difference(scores, f"{m}@bf16", m).iterrows():
-            print(f"| {m} ({row['task']}) | {row['diff']:+.0f} | [{row['low']:+.0f}, {row['high']:+.0f}] | "
-                  f"{verdict(row)} |")
+            interval = "-" if row["low"] != row["low"] else f"[{row['low']:+.0f}, {row['high']:+.0f}]"
+            print(f"| {m} ({row['task']}) | {row['diff']:+.0f} | {interval} | {verdict(row)} |")
     paper_style()
     fig = curve_grid(df, ["return_mean", "critic_dormant_0.1"], random_start=PRESETS[args.preset].start_steps,
                      note="fp32 and bf16 (--agent.precision bf16) runs of the same seeds.")

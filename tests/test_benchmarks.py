@@ -24,3 +24,22 @@ def test_shares_against_the_ceiling_of_all_cores():
 def test_timing_scales_with_the_count():
     one = time_gemms([Gemm(8, 8, 8, 1.0)], min_time=0.01)
     assert one > 0 and time_gemms([Gemm(8, 8, 8, 0.0)], min_time=0.01) == 0
+
+
+def test_precision_ab_verdict_reads_the_interval():
+    from benchmarks.precision_ab import verdict
+
+    nan = float("nan")
+    assert verdict({"diff": 10.0, "low": -5.0, "high": 25.0}) == "no difference shown (the interval contains 0)"
+    assert verdict({"diff": 30.0, "low": 5.0, "high": 55.0}) == "bf16 higher (the interval excludes 0)"
+    assert verdict({"diff": -30.0, "low": -55.0, "high": -5.0}) == "bf16 lower (the interval excludes 0)"
+    assert verdict({"diff": 3.0, "low": nan, "high": nan}) == "too few seeds for an interval"
+
+
+def test_precision_experiment_pairs_each_method_with_its_bf16_variant():
+    from nelib.runner.experiments import experiment_configs
+
+    configs = experiment_configs("precision", "laptop")
+    assert sorted((c.label, c.agent.precision) for c in configs if c.seed == 0) == [
+        ("ne", "fp32"), ("ne@bf16", "bf16"), ("td3", "fp32"), ("td3@bf16", "bf16")]
+    assert {c.task for c in configs} == {"HalfCheetah-v5"}
