@@ -65,7 +65,14 @@ class _BatchedLinear(torch.autograd.Function):
     def backward(ctx, g):
         x, w = ctx.saved_tensors
         gx = torch.bmm(g, w) if ctx.needs_input_grad[0] else None
-        gw = torch.bmm(g.transpose(1, 2), x) if ctx.needs_input_grad[1] else None
+        gw = None
+        if ctx.needs_input_grad[1]:
+            if w.shape[1] == 1 and g.device.type == "cpu":
+                # One output: a single run's weight gradient is a [1, B] x [B, in] product, which MKL
+                # rounds with a kernel of its own on some CPUs (Intel's) that no batched product matches.
+                gw = torch.stack([g[k].t().mm(x[k]) for k in range(len(x))])
+            else:
+                gw = torch.bmm(g.transpose(1, 2), x)
         gb = g.sum(1) if ctx.has_bias and ctx.needs_input_grad[2] else None
         return gx, gw, gb
 
