@@ -3,13 +3,15 @@
 ``python -m benchmarks.precision_ab [--preset laptop]`` loads the stored runs of the ``precision``
 experiment (``td3`` and ``ne`` in fp32 and as the ``bf16`` variant, ``--agent.precision bf16``), prints each
 method's final score in both precisions with a Welch 95% interval on the difference, and writes
-``figures/precision_ab.png`` (return and critic dormant share over training). It trains nothing; train the
+``docs/figures/precision_ab.png`` for the speed page (return and critic dormant share over training; not
+one of the notebooks' figures, so ``make figures`` leaves it alone). It trains nothing; train the
 runs with ``python -m nelib.runner.sweep --experiment precision --preset laptop --methods td3@bf16,ne@bf16``.
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import matplotlib
 
@@ -22,6 +24,7 @@ from nelib.runner.experiments import run_experiment  # noqa: E402
 from nelib.runner.presets import PRESETS  # noqa: E402
 
 METHODS = ("td3", "ne")
+FIGURES = Path(__file__).resolve().parents[1] / "docs" / "figures"
 
 
 def verdict(diff_row) -> str:
@@ -36,7 +39,7 @@ def verdict(diff_row) -> str:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--preset", default="laptop", choices=sorted(PRESETS))
-    p.add_argument("--figure", default="precision_ab", help="figure name under figures/ (no suffix)")
+    p.add_argument("--figure", default="precision_ab", help="figure name under docs/figures/ (no suffix)")
     args = p.parse_args(argv)
     df = run_experiment("precision", args.preset, train=False, progress=False)
     scores = final_scores(df)
@@ -49,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     paper_style()
     fig = curve_grid(df, ["return_mean", "critic_dormant_0.1"], random_start=PRESETS[args.preset].start_steps,
                      note="fp32 and bf16 (--agent.precision bf16) runs of the same seeds.")
-    png, _ = save_figure(fig, args.figure)
+    png, _ = save_figure(fig, args.figure, FIGURES)
     print(f"\nwrote {png}")
 
 

@@ -83,3 +83,5 @@ def test_readable_names():
     assert plotting.method_name("ne@tend0.25") == "NE, T_end = 0.25"
     assert plotting.method_name("something-else") == "something-else"
     assert plotting.split_label("ne@density0.4") == ("ne", "density", 0.4)
+    assert plotting.split_label("td3@bf16") == ("td3", "bf16", None)
+    assert plotting.method_name("td3@bf16") == "TD3, bf16"

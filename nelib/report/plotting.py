@@ -103,10 +103,16 @@ def _key(name: str) -> str:
     return name.strip().lower().replace("_", "-").replace(" ", "-")
 
 
+NAMED_VARIANTS = ("bf16",)
+"""Variants that are names, not a parameter and its value (``td3@bf16`` is not ``bf`` = 16)."""
+
+
 def split_label(label: str) -> tuple[str, str, float | None]:
-    """``"ne@omega0.1"`` -> ``("ne", "omega", 0.1)``; a plain method -> ``(method, "", None)``."""
+    """``"ne@omega0.1"`` -> ``("ne", "omega", 0.1)``; a plain method -> ``(method, "", None)``; a named variant
+    (:data:`NAMED_VARIANTS`) -> ``(method, variant, None)``."""
     method, _, variant = label.partition("@")
-    m = re.fullmatch(r"(\D+?)(-?[\d.]+(?:e-?\d+)?)", variant) if variant else None
+    named = not variant or variant in NAMED_VARIANTS
+    m = None if named else re.fullmatch(r"(\D+?)(-?[\d.]+(?:e-?\d+)?)", variant)
     if m is None:
         return method, variant, None
     return method, m.group(1), float(m.group(2))
