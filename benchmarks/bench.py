@@ -11,7 +11,6 @@ best of the repeats is kept, so that a background process on the machine biases 
 from __future__ import annotations
 
 import argparse
-import platform
 import tempfile
 from functools import partial
 
@@ -20,17 +19,7 @@ import torch
 from benchmarks.ceiling import measure_ceiling
 from nelib.runner.config import make_config
 from nelib.runner.store import ResultStore
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+from nelib.runner.train import cpu_model as cpu_name
 
 
 def measure(method: str, task: str, steps: int, threads: int, device: str, precision: str = "fp32") -> float:

@@ -34,7 +34,7 @@ def test_cli_smoke_each_method_on_halfcheetah(method, tmp_path, capsys):
     assert df["step"].tolist() == [0, 150, 300]
     rec = json.loads((tmp_path / "runs" / "ci" / "HalfCheetah-v5" / method / "seed0.json").read_text())
     assert rec["config"]["method"] == method and len(rec["hash"]) == 12 and rec["commit"]
-    assert rec["platform"] == f"torch {torch.__version__}, cpu"
+    assert rec["platform"] == f"torch {torch.__version__}, cpu ({train.cpu_model()})"
     last = df.iloc[-1]
     assert 0 <= last["critic_dormant_0"] <= 1 and 0 <= last["actor_active_ratio"] <= 1
     cfg = make_config("HalfCheetah-v5", method)

@@ -11,6 +11,7 @@ result that cannot be stored is kept in a checkpoint, so that nothing trained is
 from __future__ import annotations
 
 import math
+import platform
 import sys
 import time
 from pathlib import Path
@@ -32,9 +33,22 @@ from nelib.runner.store import ResultStore, git_commit, note
 from nelib.seeding import EVALUATION, METRICS, stream_seed
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; elsewhere what :mod:`platform` knows)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
 def platform_of(device: torch.device) -> str:
-    """What a run ran on, for its record: torch version and device (GPU model on CUDA)."""
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    """What a run ran on, for its record: torch version and device (GPU model on CUDA, CPU model on CPU:
+    BLAS libraries round the same product differently from one CPU to another)."""
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({cpu_model()})"
     return f"torch {torch.__version__}, {where}"
 
 
