@@ -20,6 +20,7 @@ matplotlib.use("Agg")
 from nelib.report.curves import curve_grid  # noqa: E402
 from nelib.report.plotting import paper_style, save_figure  # noqa: E402
 from nelib.report.scoring import difference, final_scores, summary_table  # noqa: E402
+from nelib.report.verdicts import difference_verdict  # noqa: E402
 from nelib.runner.experiments import run_experiment  # noqa: E402
 from nelib.runner.presets import PRESETS  # noqa: E402
 
@@ -27,13 +28,17 @@ METHODS = ("td3", "ne")
 FIGURES = Path(__file__).resolve().parents[1] / "docs" / "figures"
 
 
-def verdict(diff_row) -> str:
-    """One line: whether the interval on bf16 minus fp32 excludes 0."""
-    if diff_row["low"] != diff_row["low"]:  # NaN: fewer than 2 seeds on a side
-        return "too few seeds for an interval"
-    if diff_row["low"] <= 0 <= diff_row["high"]:
-        return "no difference shown (the interval contains 0)"
-    return "bf16 " + ("higher" if diff_row["diff"] > 0 else "lower") + " (the interval excludes 0)"
+def ab_rows(scores) -> list[str]:
+    """Markdown rows, one per method and task: bf16 minus fp32, its Welch 95% interval and what it supports
+    (in the words of :func:`nelib.report.verdicts.difference_verdict`)."""
+    rows = []
+    for m in METHODS:
+        diff = difference(scores, f"{m}@bf16", m)
+        for i, row in diff.iterrows():
+            interval = "-" if row["low"] != row["low"] else f"[{row['low']:+.0f}, {row['high']:+.0f}]"
+            words = difference_verdict(diff.loc[[i]], f"{m}@bf16", m)
+            rows.append(f"| {m} ({row['task']}) | {row['diff']:+.0f} | {interval} | {words} |")
+    return rows
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -45,10 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     scores = final_scores(df)
     print(summary_table(scores).to_string())
     print("\n| method | bf16 - fp32 (mean final return) | Welch 95% interval | verdict |\n|---|---|---|---|")
-    for m in METHODS:
-        for _, row in difference(scores, f"{m}@bf16", m).iterrows():
-            interval = "-" if row["low"] != row["low"] else f"[{row['low']:+.0f}, {row['high']:+.0f}]"
-            print(f"| {m} ({row['task']}) | {row['diff']:+.0f} | {interval} | {verdict(row)} |")
+    print("\n".join(ab_rows(scores)))
     paper_style()
     fig = curve_grid(df, ["return_mean", "critic_dormant_0.1"], random_start=PRESETS[args.preset].start_steps,
                      note="fp32 and bf16 (--agent.precision bf16) runs of the same seeds.")

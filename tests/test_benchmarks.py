@@ -26,14 +26,21 @@ def test_timing_scales_with_the_count():
     assert one > 0 and time_gemms([Gemm(8, 8, 8, 0.0)], min_time=0.01) == 0
 
 
-def test_precision_ab_verdict_reads_the_interval():
-    from benchmarks.precision_ab import verdict
+def test_precision_ab_rows_read_the_interval():
+    import pandas as pd
 
-    nan = float("nan")
-    assert verdict({"diff": 10.0, "low": -5.0, "high": 25.0}) == "no difference shown (the interval contains 0)"
-    assert verdict({"diff": 30.0, "low": 5.0, "high": 55.0}) == "bf16 higher (the interval excludes 0)"
-    assert verdict({"diff": -30.0, "low": -55.0, "high": -5.0}) == "bf16 lower (the interval excludes 0)"
-    assert verdict({"diff": 3.0, "low": nan, "high": nan}) == "too few seeds for an interval"
+    from benchmarks.precision_ab import ab_rows
+
+    def scores(task, label, values):
+        return [{"task": task, "label": label, "seed": s, "score": v} for s, v in enumerate(values)]
+
+    df = pd.DataFrame(scores("A", "td3", [10, 20, 30]) + scores("A", "td3@bf16", [110, 120, 130])
+                      + scores("A", "ne", [10, 20, 30]) + scores("A", "ne@bf16", [0, 20, 40])
+                      + scores("B", "ne", [5]) + scores("B", "ne@bf16", [9]))
+    td3, ne_a, ne_b = ab_rows(df)
+    assert td3.startswith("| td3 (A) | +100 | [+") and "*TD3, bf16* ends above *TD3*" in td3
+    assert ne_a.startswith("| ne (A) | +0 | [-") and "includes 0" in ne_a
+    assert ne_b.startswith("| ne (B) | +4 | - |") and "on one seed: no interval" in ne_b
 
 
 def test_precision_experiment_pairs_each_method_with_its_bf16_variant():
