@@ -126,10 +126,10 @@ class ResultStore:
             if is_stale_record(rec):
                 return "stale", None, (
                     f"{self.json_path(cfg)} is stale: trained by the earlier definition of {cfg.method!r} "
-                    f"(see nelib.runner.methods.SUPERSEDED); rerun it with --overwrite")
+                    f"(see nelib.runner.methods.SUPERSEDED); rerun it (train: --overwrite; sweep: --fresh)")
             return "other config", None, (
                 f"{self.json_path(cfg)} holds a run with config hash {rec['hash']}, this config is "
-                f"{cfg.hash()}; pass overwrite=True (CLI: --overwrite) to replace it")
+                f"{cfg.hash()}; pass overwrite=True (train: --overwrite; sweep: --fresh) to replace it")
         try:
             return "stored", check_rows(self.csv_path(cfg), rec, cfg), ""
         except DamagedRun as e:
