@@ -48,6 +48,20 @@ def test_in_process_sweep_skips_stored_runs_and_reports_failures(store, monkeypa
     assert [store.csv_path(c).stat().st_mtime_ns for c in good] == mtimes  # not re-run
 
 
+def test_runs_show_their_step_bar_only_when_the_sweep_runs_one_at_a_time(store, monkeypatch):
+    import nelib.runner.backends as backends
+
+    seen = []
+    monkeypatch.setattr(backends, "_run_groups",
+                        lambda groups, *a: seen.append([[c.progress for c in g] for g in groups]))
+    configs = [make_config(FAKE, "td3", s, "ci", **TINY) for s in (0, 1)]
+    run_configs(configs, store, workers=1, progress=True)
+    run_configs(configs, store, workers=2, progress=True)  # two runs side by side: their bars would interleave
+    run_configs(configs, store, workers=2, progress=True, vectorize=2)  # one group: one bar for both seeds
+    run_configs(configs, store, workers=1, progress=False)
+    assert seen == [[[True], [True]], [[False], [False]], [[True, True]], [[False], [False]]]
+
+
 def test_process_pool_gives_the_same_results_as_in_process(store, tmp_path):
     from nelib.runner.store import ResultStore
 

@@ -187,6 +187,8 @@ def run_configs(configs: list[TrainConfig], store: ResultStore | None = None, wo
         groups, run = seed_groups(todo, int(vectorize)), run_group
     else:
         groups, run = [[c] for c in todo], _run_alone
+    if progress and min(workers, len(groups)) == 1:  # runs one at a time here: each shows its step bar too
+        groups = [[dataclasses.replace(c, progress=True) for c in g] for g in groups]
     try:
         _run_groups(groups, run, str(store.root), workers, fresh, command, done)
     finally:
