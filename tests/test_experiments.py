@@ -157,3 +157,38 @@ def test_reset_schedules_fire_and_never_at_a_reported_evaluation(preset):
                 _, visit, _ = parse_cycle(c.task)
                 reported = set(range(visit, c.steps + 1, visit))
             assert not reset_steps & reported, (name, c.task, sorted(reset_steps & reported))
+
+
+def test_experiment_mismatch_names_the_fields_and_the_sweep_that_trains_the_experiment_s_run():
+    from nelib.runner.experiments import configs_by_run, experiment_mismatch
+
+    plain = make_config("dmc:cartpole-swingup", "ne", 0, "laptop")  # the bare train command: review.window 50
+    assert experiment_mismatch(plain) == (
+        "experiment 'dmc-benchmark' trains ne dmc:cartpole-swingup seed 0 (laptop) with another config (hash "
+        "404d75d98d23, this is 0783e2294565: review.window=50 here, 5 there), so its notebook will not use this "
+        "run; to train that one: python -m nelib.runner.sweep --experiment dmc-benchmark --preset laptop "
+        "--tasks dmc:cartpole-swingup --methods ne --seeds 0")
+    theirs = configs_by_run("laptop", [0])[("dmc:cartpole-swingup", "ne", 0)]
+    assert list(theirs) == ["dmc-benchmark"] and theirs["dmc-benchmark"].review.window == 5
+    assert experiment_mismatch(theirs["dmc-benchmark"]) == ""
+    # ne on HalfCheetah is run by five experiments, all with the bare config; ne-random-growth on Hopper by none
+    assert experiment_mismatch(make_config("HalfCheetah-v5", "ne", 3, "laptop")) == ""
+    assert len(configs_by_run("laptop", [3])[("HalfCheetah-v5", "ne", 3)]) >= 5
+    assert experiment_mismatch(make_config("Hopper-v5", "ne-random-growth", 0, "laptop")) == ""
+    odd = make_config("HalfCheetah-v5", "ne", 0, "laptop", variant="omega0.1")
+    line = experiment_mismatch(odd)  # a variant label without its override
+    assert "topology.pruning.omega=" in line and "--methods ne@omega0.1 " in line
+
+
+def test_train_cli_warns_in_one_line_before_training_a_run_its_experiment_configures_otherwise(monkeypatch, capsys):
+    import pandas as pd
+
+    from nelib.runner import train
+
+    monkeypatch.setattr(train, "run", lambda cfg, store, overwrite: pd.DataFrame({"step": [10], "return_mean": [1.0]}))
+    train.main(["--task", "dmc:cartpole-swingup", "--method", "ne", "--seed", "1", "--preset", "laptop"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("nelib: experiment 'dmc-benchmark' trains ne dmc:cartpole-swingup")
+    train.main(["--task", "dmc:cartpole-swingup", "--method", "ne", "--seed", "1", "--preset", "laptop",
+                "--review.window", "5"])
+    assert capsys.readouterr().err == ""

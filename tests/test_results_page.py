@@ -34,7 +34,8 @@ def fake_store(tmp_path):
     store = ResultStore(tmp_path / "data")
     for seed, returns in ((0, [0, 10, 20, 30]), (1, [0, 40, 50, 60]), (2, [0, 70, 80, 90])):
         save(store, "td3", seed, returns, "1234567890abcdef", TD3_CMD)
-    save(store, "redo", 0, [-100, -40, -42, -44.5], "fedcba9876543210+dirty", REDO_CMD, "torch 2.13.0+cpu, cpu")
+    save(store, "redo", 0, [-100, -40, -42, -44.5], "fedcba9876543210+dirty", REDO_CMD, "torch 2.13.0+cpu, cpu",
+         **{"redo.interval": 250})  # the benchmark's ReDo schedule at ci
     old = make_config(TASK, "ne-fast", 0, "ci")
     store.save(dataclasses.replace(old, method="ne"), pd.DataFrame({"step": [0, 100, 200, 300],
                                                                      "return_mean": [0, 999, 1000, 1001]}),
@@ -108,3 +109,28 @@ def test_notebook_table_names_each_notebook_s_experiment():
 def test_committed_pages_are_up_to_date_with_the_committed_runs():
     """If this fails after new runs were committed: python -m nelib.report.results --data-index"""
     results.main(["--data", str(REPO / "data"), "--data-index", "--check"])
+
+
+def test_a_run_of_another_config_than_its_experiment_s_is_listed_apart_and_never_the_method_s_result(tmp_path):
+    store = ResultStore(tmp_path / "data")
+    save(store, "td3", 0, [0, 10, 20, 30], "1234567890abcdef", TD3_CMD)
+    save(store, "ne", 0, [0, 500, 600, 700], "1234567890abcdef", NE_CMD, **{"review.window": 7})
+    runs = results.run_table(store)
+    assert list(zip(runs.label, runs.apart, strict=True)) == [("ne", "other config"), ("td3", "")]
+    section = results.results_markdown(store).split(f"### {TASK}\n\n")[1].split("\n\n")
+    assert section[0].splitlines()[2].startswith("| td3 | 0 | 20 | 20 |") and len(section[0].splitlines()) == 3
+    assert section[1] == results.APART["other config"]
+    assert section[2].splitlines()[2].startswith("| ne [other config] | 0 | 600 | 600 |")
+    assert results.summary_markdown(store).splitlines()[2:4] == ["| td3 | 20 (n=1) |", "| ne | other config only |"]
+    assert f"| ci | {TASK} | ne [other config] | 0 | 600 |" in results.index_page(store)
+
+
+def test_other_config_holds_only_where_every_experiment_of_that_path_runs_another_config():
+    cfg = make_config(TASK, "ne", 0, "ci")
+    rec = {"hash": cfg.hash(), "config": cfg.to_dict()}
+    other = make_config(TASK, "ne", 0, "ci", **{"review.window": 7})
+    assert not results.other_config(rec, {})  # no experiment runs this path: an ad hoc run, shown as it is
+    assert not results.other_config(rec, {"a": cfg}) and not results.other_config(rec, {"a": other, "b": cfg})
+    assert results.other_config(rec, {"a": other})
+    old = {k: v for k, v in cfg.to_dict().items() if k != "algo"}  # stored before the field existed
+    assert not results.other_config({"hash": "0" * 12, "config": old}, {"a": cfg})

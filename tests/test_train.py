@@ -231,3 +231,16 @@ def test_topology_trace_shows_each_schedule_without_training():
     assert set(official["net"]) == {"critic"}  # the actor stays static
     with pytest.raises(ValueError, match="no topology updates"):
         topology_trace("td3", preset="ci")
+
+
+def test_differing_fields_lists_the_hashed_fields_two_configs_differ_in():
+    from nelib.runner import schema
+    from nelib.runner.config import fields
+
+    a = make_config("HalfCheetah-v5", "ne", 0, "ci")
+    b = make_config("HalfCheetah-v5", "ne", 1, "ci", threads=2, **{"review.window": 7, "topology.rewire_fraction": 0.2})
+    assert schema.differing_fields(a.to_dict(), b.to_dict()) == ["review.window", "seed", "topology.rewire_fraction"]
+    assert schema.differing_fields(a.to_dict(), a.to_dict()) == []  # threads is not hashed: not listed above
+    assert schema.flat({"a": {"b": 1, "c": {"d": 2}}, "e": 3}) == {"a.b": 1, "a.c.d": 2, "e": 3}
+    fields().clear()  # fields() is cached: a caller's copy, not the cache
+    assert "review.window" in fields()

@@ -7,7 +7,8 @@
 One score everywhere: a run's final score is the mean return of its last three evaluations
 (:func:`nelib.report.scoring.final_scores`, as the notebooks compute it); a method's is the mean and
 standard deviation over seeds of its runs' scores. Runs of an earlier definition of their method
-(:func:`nelib.runner.store.is_stale_record`) are listed apart, never as the method's result.
+(:func:`nelib.runner.store.is_stale_record`), and runs of another config than the experiment that runs their
+store path (:func:`other_config`: its notebook refuses them), are listed apart, never as the method's result.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import pandas as pd
 from nelib.report.scoring import final_scores
 from nelib.runner.files import atomic_write
 from nelib.runner.methods import method_label
-from nelib.runner.store import REPO, ResultStore, is_stale_record
+from nelib.runner.store import REPO, ResultStore, is_stale_record, same_config
 
 LAST = 3
 """Evaluations averaged into a run's final score."""
@@ -52,10 +53,33 @@ DEFINITION = (f"Final score: the mean return of a run's last {LAST} evaluations 
               "deviation over seeds, and each seed's score in seed order.")
 
 
+APART = {"stale": "Stale runs (an earlier definition of the method; not its result):",
+         "other config": "Runs of another config than their experiment's (its notebook refuses them; not the "
+                         "method's result):"}
+"""Why a stored run is listed apart from its method's result -> the line above the table of such runs."""
+
+
+def other_config(rec: dict, expected: dict) -> bool:
+    """Whether a stored record's config is none of ``expected``'s (experiment -> the config it runs at that store
+    path): every experiment that reads this run would refuse it. False where no experiment runs that path."""
+    return bool(expected) and not any(rec.get("hash") == c.hash() or same_config(rec.get("config", {}), c)
+                                      for c in expected.values())
+
+
+def _expected_configs(preset: str, seeds: list[int]) -> dict:
+    from nelib.runner.experiments import configs_by_run
+
+    try:
+        return configs_by_run(preset, sorted(seeds))
+    except (KeyError, ValueError):  # a preset nelib no longer knows
+        return {}
+
+
 def run_table(store: ResultStore) -> pd.DataFrame:
     """One row per stored run: preset, task, label (``method[@variant]``), seed, score (final score), last step,
-    stale (an earlier definition of its method), commit, platform, command and wall time from its record."""
-    cols = ["preset", "task", "label", "seed", "score", "last_step", "stale", "commit", "platform", "command",
+    apart ("" for a result of its method, else a key of :data:`APART`), commit, platform, command and wall time
+    from its record."""
+    cols = ["preset", "task", "label", "seed", "score", "last_step", "apart", "commit", "platform", "command",
             "wall_time_s"]
     rows = store.runs()
     if rows.empty:
@@ -66,11 +90,13 @@ def run_table(store: ResultStore) -> pd.DataFrame:
     for preset, df in rows.groupby("preset", sort=True):
         scores = final_scores(df, last=LAST).merge(
             df.groupby(["task", "label", "seed"])["step"].max().rename("last_step").reset_index())
+        expected = _expected_configs(preset, [int(s) for s in set(scores.seed)])
         for r in scores.itertuples(index=False):
-            method, _, variant = r.label.partition("@")
             path = store.root / "runs" / preset / r.task / r.label / f"seed{r.seed}.json"
             rec = json.loads(path.read_text()) if path.exists() else {}
-            out.append((preset, r.task, r.label, int(r.seed), float(r.score), int(r.last_step), is_stale_record(rec),
+            apart = ("stale" if is_stale_record(rec) else
+                     "other config" if other_config(rec, expected.get((r.task, r.label, int(r.seed)), {})) else "")
+            out.append((preset, r.task, r.label, int(r.seed), float(r.score), int(r.last_step), apart,
                         rec.get("commit", "unknown"), rec.get("platform", "not recorded"),
                         rec.get("command", "not recorded"), rec.get("wall_time_s", float("nan"))))
     return pd.DataFrame(out, columns=cols).sort_values(["preset", "task", "label", "seed"], ignore_index=True)
@@ -109,7 +135,8 @@ def _method_rows(g: pd.DataFrame, links: dict, commands: list[str]) -> list[str]
     for label, m in g.groupby("label", sort=True):
         refs = [commands.index(c) + 1 for c in dict.fromkeys(m.command)]
         out.append(" | ".join([
-            "", f"{label} [stale]" if m.stale.iloc[0] else label, ", ".join(map(str, m.seed)), score_cell(m.score),
+            "", f"{label} [{m.apart.iloc[0]}]" if m.apart.iloc[0] else label, ", ".join(map(str, m.seed)),
+            score_cell(m.score),
             ", ".join(f"{s:.0f}" for s in m.score), ", ".join(map(str, sorted(set(m.last_step)))),
             ", ".join(short_commit(c) for c in dict.fromkeys(m.commit)), "; ".join(dict.fromkeys(m.platform)),
             ", ".join(map(str, refs)), " ".join(links.get((m.preset.iloc[0], m.task.iloc[0], label), [])) or "-",
@@ -123,14 +150,17 @@ TABLE_HEAD = ["| method | seeds | final score | per seed | last step | commit | 
 
 def results_markdown(store: ResultStore) -> str:
     """The text of ``RESULTS.md``: per preset and task, a table of methods (seeds, final score over seeds, each
-    seed's score, last step, commits, platforms, commands, notebooks), then that task's stale runs apart."""
+    seed's score, last step, commits, platforms, commands, notebooks), then that task's runs listed apart (stale,
+    or of another config than their experiment's)."""
     runs = run_table(store)
     lines = ["# Results", "",
              f"Generated by `{COMMAND}` (`make results`) from the runs stored under `data/runs/`; do not edit it "
              f"by hand. `{COMMAND} --check` fails when this page differs from the stored runs.", "",
              DEFINITION + " The notebooks compute the same score (`nelib.report.scoring.final_scores`).", "",
              "Stale runs were trained by an earlier definition of their method (`nelib.runner.methods.SUPERSEDED`); "
-             "they are listed apart under each table and are not results of that method. Commit, platform "
+             "they are listed apart under each table and are not results of that method, as are runs of another "
+             "config than the experiment that runs their store path (its notebook refuses them; e.g. trained "
+             "with `nelib.runner.train` without the experiment's overrides). Commit, platform "
              "(torch version and device; older records lack it) and command come from each run's JSON record; "
              "a command is numbered below its table, quoted as recorded (runs made before the package was "
              "reorganised name its old module paths, e.g. `nelib.train` for today's `nelib.runner.train`). "
@@ -143,20 +173,20 @@ def results_markdown(store: ResultStore) -> str:
         for task, g in p.groupby("task", sort=True):
             commands = list(dict.fromkeys(g.command))
             lines += ["", f"### {task}", ""]
-            current, stale = g[~g.stale], g[g.stale]
+            current = g[g.apart == ""]
             lines += [*TABLE_HEAD, *_method_rows(current, links, commands)] if len(current) else [
-                "No current runs (only stale ones)."]
-            if len(stale):
-                lines += ["", "Stale runs (an earlier definition of the method; not its result):", "",
-                          *TABLE_HEAD, *_method_rows(stale, links, commands)]
+                "No current runs (only runs listed apart)."]
+            for why, head in APART.items():
+                if (g.apart == why).any():
+                    lines += ["", head, "", *TABLE_HEAD, *_method_rows(g[g.apart == why], links, commands)]
             lines += ["", "Commands:", "", *(f"{i}. `{c}`" for i, c in enumerate(commands, 1))]
     return "\n".join(lines) + "\n"
 
 
 def summary_markdown(store: ResultStore) -> str:
     """The README's table: the headline methods' final scores (mean ± sd over seeds, and their number) per
-    preset and task, the same numbers as ``RESULTS.md``. Stale runs show no number: a cell says "stale only"
-    where nothing else of that method is stored."""
+    preset and task, the same numbers as ``RESULTS.md``. Runs listed apart show no number: a cell says "stale
+    only" (or "other config only") where nothing else of that method is stored."""
     from nelib.runner.experiments import EXPERIMENTS
 
     arms = [a for e in HEADLINE_EXPERIMENTS if e in EXPERIMENTS for a in EXPERIMENTS[e].arms]
@@ -164,8 +194,8 @@ def summary_markdown(store: ResultStore) -> str:
     runs = run_table(store)
     runs = runs[runs.label.isin(methods)]
     note = ("Final score: the mean return of the last three evaluations, mean ± sd over n seeds. Stale: "
-            "only runs of an earlier definition of the method are stored. Stale runs, ablations and sensitivity "
-            "arms: [RESULTS.md](RESULTS.md).")
+            "only runs of an earlier definition of the method are stored; other config: only runs of another "
+            "config than the experiment's. Those runs, ablations and sensitivity arms: [RESULTS.md](RESULTS.md).")
     if runs.empty:
         return f"No runs of {', '.join(methods)} are stored.\n\n{note}"
     columns = list(dict.fromkeys(zip(runs.preset, runs.task, strict=True)))
@@ -175,18 +205,19 @@ def summary_markdown(store: ResultStore) -> str:
         cells = []
         for p, t in columns:
             g = runs[(runs.preset == p) & (runs.task == t) & (runs.label == label)]
-            s = g[~g.stale].score
-            cells.append(f"{score_cell(s)} (n={len(s)})" if len(s) else "stale only" if len(g) else "-")
+            s = g[g.apart == ""].score
+            cells.append(f"{score_cell(s)} (n={len(s)})" if len(s) else
+                         f"{' / '.join(sorted(set(g.apart)))} only" if len(g) else "-")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + f"\n\n{note}"
 
 
 def index_markdown(store: ResultStore) -> str:
-    """A markdown table of every stored run: key, final score, stale or not, commit, wall time and command."""
+    """A markdown table of every stored run: key, final score, whether listed apart, commit, wall time, command."""
     lines = ["| preset | task | method | seed | final score | commit | wall time | command |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in run_table(store).itertuples(index=False):
-        label = f"{r.label} [stale]" if r.stale else r.label
+        label = f"{r.label} [{r.apart}]" if r.apart else r.label
         lines.append(f"| {r.preset} | {r.task} | {label} | {r.seed} | {r.score:.0f} | {short_commit(r.commit)} | "
                      f"{r.wall_time_s / 60:.0f} min | `{r.command}` |")
     return "\n".join(lines)
@@ -199,7 +230,8 @@ def index_page(store: ResultStore) -> str:
     head = re.split(f"(?m)^{INDEX_MARKER}", text, maxsplit=1)[0]
     intro = (f"{INDEX_MARKER} (generated by `{COMMAND} --data-index`; do not edit below this line), one row per "
              f"run. Final score: the mean return of the run's last {LAST} evaluations; `[stale]`: trained by an "
-             "earlier definition of its method. Per method, with commands and notebooks: `RESULTS.md` at the "
+             "earlier definition of its method; `[other config]`: not the config of the experiment that runs its "
+             "store path. Per method, with commands and notebooks: `RESULTS.md` at the "
              "repository root.")
     return f"{head.rstrip()}\n\n{intro}\n\n{index_markdown(store)}\n".lstrip()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import typing
 from typing import Any
 
@@ -110,6 +111,11 @@ class TrainConfig:
 
 def fields(cls=TrainConfig, prefix: str = "") -> dict[str, tuple[type, str]]:
     """Every leaf field as ``dotted name -> (type, docstring)``, nested dataclasses flattened."""
+    return dict(_fields(cls, prefix))
+
+
+@functools.cache  # reading the docstrings parses the source: 0.1 s, and every make_config needs the fields
+def _fields(cls, prefix: str) -> dict[str, tuple[type, str]]:
     out: dict[str, tuple[type, str]] = {}
     hints = typing.get_type_hints(cls)
     docs = _field_docs(cls)

@@ -13,7 +13,7 @@ import dataclasses
 import pandas as pd
 
 from nelib.envs.cyclic import parse_cycle
-from nelib.runner import presets
+from nelib.runner import presets, schema
 from nelib.runner.backends import run_configs
 from nelib.runner.config import TrainConfig, make_config
 from nelib.runner.methods import METHODS, method_label
@@ -154,6 +154,33 @@ def experiment_configs(name: str, preset: str, tasks=None, seeds=None, **overrid
                     **{**exp.scaled.get(arm.method, {}).get(preset, {}), **dict(arm.overrides), **overrides})
         for arm in arms for task in (tasks or default_tasks) for seed in (seeds or default_seeds)
     ]
+
+
+def configs_by_run(preset: str, seeds=None) -> dict[tuple[str, str, int], dict[str, TrainConfig]]:
+    """``(task, label, seed)`` -> {experiment name: its config of that run}, over every experiment at ``preset``
+    (on the tasks each takes from the preset; ``seeds`` replace the preset's seeds)."""
+    out: dict[tuple[str, str, int], dict[str, TrainConfig]] = {}
+    for name in EXPERIMENTS:
+        for c in experiment_configs(name, preset, seeds=seeds):
+            out.setdefault((c.task, c.label, c.seed), {})[name] = c
+    return out
+
+
+def experiment_mismatch(cfg: TrainConfig) -> str:
+    """One line if experiments run ``cfg``'s store path (preset, task, arm, seed) with another config, so that
+    their notebooks would refuse this run; "" if one of them runs this very config, or none runs that path."""
+    theirs = configs_by_run(cfg.preset, [cfg.seed]).get((cfg.task, cfg.label, cfg.seed), {})
+    if not theirs or any(c.hash() == cfg.hash() for c in theirs.values()):
+        return ""
+    name, c = next(iter(theirs.items()))
+    fields = ", ".join(f"{k}={v!r} here, {w!r} there" for k, v, w in (
+        (k, schema.flat(cfg.to_dict()).get(k), schema.flat(c.to_dict()).get(k))
+        for k in schema.differing_fields(cfg.to_dict(), c.to_dict())))
+    tasks = "" if "," in cfg.task else f" --tasks {cfg.task}"  # a cyclic task is its experiment's only task
+    return (f"experiment {' and '.join(map(repr, theirs))} trains {cfg.label} {cfg.task} seed {cfg.seed} "
+            f"({cfg.preset}) with another config (hash {c.hash()}, this is {cfg.hash()}: {fields}), so its "
+            f"notebook will not use this run; to train that one: python -m nelib.runner.sweep --experiment "
+            f"{name} --preset {cfg.preset}{tasks} --methods {cfg.label} --seeds {cfg.seed}")
 
 
 class NoStoredRuns(RuntimeError):

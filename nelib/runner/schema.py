@@ -58,6 +58,20 @@ def hashed(config: dict[str, Any]) -> dict[str, Any]:
     return d
 
 
+def flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config dict as one level of dotted keys (``{"review": {"window": 5}}`` -> ``{"review.window": 5}``)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def differing_fields(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """The dotted fields, among those the hash covers, in which configs ``a`` and ``b`` differ (sorted)."""
+    fa, fb = flat(hashed(a)), flat(hashed(b))
+    return sorted(k for k in fa.keys() | fb.keys() if k not in fa or k not in fb or fa[k] != fb[k])
+
+
 def config_hash(config: dict[str, Any]) -> str:
     """Short stable hash of a config dict (see the module docstring for what it covers)."""
     return hashlib.sha256(json.dumps(hashed(config), sort_keys=True).encode()).hexdigest()[:12]

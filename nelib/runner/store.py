@@ -67,13 +67,6 @@ def same_config(stored: dict, cfg: TrainConfig) -> bool:
     return schema.same_config(stored, cfg.to_dict(), TrainConfig().to_dict())
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-    return out
-
-
 class ResultMismatch(ValueError):
     """A stored result exists for this run key with a different config."""
 
@@ -205,9 +198,9 @@ def is_stale_record(rec: dict) -> bool:
     earlier = SUPERSEDED.get(stored.get("method"), [])
     if not earlier:
         return False
-    defaults = _flat(TrainConfig().to_dict())
+    defaults = schema.flat(TrainConfig().to_dict())
     new = METHODS[stored["method"]]
-    flat = {**defaults, **_flat(stored)}
+    flat = {**defaults, **schema.flat(stored)}
     for old in earlier:
         was = {k: old.get(k, defaults[k]) for k in {*new, *old}}
         changed = [k for k in was if was[k] != new.get(k, defaults[k])]

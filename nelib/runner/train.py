@@ -27,6 +27,7 @@ from nelib.runner import checkpoints, preflight
 from nelib.runner.algos import build_agent, make_buffer, spec
 from nelib.runner.cli import parse_args  # noqa: F401 - nelib.runner.vectorized parses with it
 from nelib.runner.config import TrainConfig
+from nelib.runner.experiments import experiment_mismatch
 from nelib.runner.loop import train_to_end
 from nelib.runner.process import setup_process
 from nelib.runner.store import ResultStore, git_commit, note
@@ -329,6 +330,8 @@ def run(cfg: TrainConfig, store: ResultStore | None = None, overwrite: bool = Fa
 
 def main(argv: list[str] | None = None) -> None:
     cfg, args = parse_args(argv)
+    if mismatch := experiment_mismatch(cfg):
+        note(mismatch)
     try:
         df = run(cfg, ResultStore(args.data_dir), overwrite=args.overwrite)
     except (ValueError, OSError) as e:  # e.g. a bad setting, a damaged checkpoint, a full disk: one line each

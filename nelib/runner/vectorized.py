@@ -29,6 +29,8 @@ import torch
 from nelib.agents.vector_td3 import VectorTD3, batched_linear  # noqa: F401 - batched_linear: tests import it here
 from nelib.runner.algos import spec
 from nelib.runner.config import TrainConfig
+from nelib.runner.experiments import experiment_mismatch
+from nelib.runner.files import note
 from nelib.runner.loop import advance, evaluate_first, train_to_end
 from nelib.runner.process import setup_process
 from nelib.runner.store import ResultStore, current_command
@@ -176,8 +178,10 @@ def main(argv: list[str] | None = None) -> None:
     cfg, args = parse_args(rest, prog="python -m nelib.runner.vectorized [--seeds S,S,...]")
     try:
         seeds = [int(s) for s in known.seeds.split(",")]
-        dfs = run_vectorized([dataclasses.replace(cfg, seed=s) for s in seeds], ResultStore(args.data_dir),
-                             overwrite=args.overwrite)
+        configs = [dataclasses.replace(cfg, seed=s) for s in seeds]
+        for mismatch in filter(None, map(experiment_mismatch, configs)):
+            note(mismatch)
+        dfs = run_vectorized(configs, ResultStore(args.data_dir), overwrite=args.overwrite)
     except ValueError as e:
         sys.exit(f"error: {e}")
     for s, df in zip(seeds, dfs, strict=True):
