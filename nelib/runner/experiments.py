@@ -177,9 +177,12 @@ def experiment_mismatch(cfg: TrainConfig) -> str:
         (k, schema.flat(cfg.to_dict()).get(k), schema.flat(c.to_dict()).get(k))
         for k in schema.differing_fields(cfg.to_dict(), c.to_dict())))
     tasks = "" if "," in cfg.task else f" --tasks {cfg.task}"  # a cyclic task is its experiment's only task
-    return (f"experiment {' and '.join(map(repr, theirs))} trains {cfg.label} {cfg.task} seed {cfg.seed} "
-            f"({cfg.preset}) with another config (hash {c.hash()}, this is {cfg.hash()}: {fields}), so its "
-            f"notebook will not use this run; to train that one: python -m nelib.runner.sweep --experiment "
+    names = [repr(n) for n in theirs]
+    who, whose = ((f"experiments {', '.join(names[:-1])} and {names[-1]} train", "their notebooks") if len(names) > 1
+                  else (f"experiment {names[0]} trains", "its notebook"))
+    return (f"{who} {cfg.label} {cfg.task} seed {cfg.seed} ({cfg.preset}) with another config (hash "
+            f"{c.hash()}, this is {cfg.hash()}: {fields}), so {whose} will not use this run; "
+            f"to train that one: python -m nelib.runner.sweep --experiment "
             f"{name} --preset {cfg.preset}{tasks} --methods {cfg.label} --seeds {cfg.seed}")
 
 

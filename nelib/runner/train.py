@@ -330,9 +330,10 @@ def run(cfg: TrainConfig, store: ResultStore | None = None, overwrite: bool = Fa
 
 def main(argv: list[str] | None = None) -> None:
     cfg, args = parse_args(argv)
-    if mismatch := experiment_mismatch(cfg):
-        note(mismatch)
     try:
+        preflight.check_config(cfg)  # a bad value is the one line said, before any note on the config
+        if mismatch := experiment_mismatch(cfg):
+            note(mismatch)
         df = run(cfg, ResultStore(args.data_dir), overwrite=args.overwrite)
     except (ValueError, OSError) as e:  # e.g. a bad setting, a damaged checkpoint, a full disk: one line each
         sys.exit(f"error: {e}")

@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 
 from nelib.agents.vector_td3 import VectorTD3, batched_linear  # noqa: F401 - batched_linear: tests import it here
+from nelib.runner import preflight
 from nelib.runner.algos import spec
 from nelib.runner.config import TrainConfig
 from nelib.runner.experiments import experiment_mismatch
@@ -179,6 +180,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         seeds = [int(s) for s in known.seeds.split(",")]
         configs = [dataclasses.replace(cfg, seed=s) for s in seeds]
+        for c in configs:
+            preflight.check_config(c)  # a bad value is the one line said, before any note on the config
         for mismatch in filter(None, map(experiment_mismatch, configs)):
             note(mismatch)
         dfs = run_vectorized(configs, ResultStore(args.data_dir), overwrite=args.overwrite)
