@@ -30,6 +30,13 @@ def test_final_scores_and_comparison():
     assert trend.endswith("fell from 0.950 (frames 0k-1k) to 0.850 (frames 1k-2k)")
 
 
+def test_summary_table_gives_mean_and_sd_over_seeds_and_the_score_alone_for_one_seed():
+    scores = pd.DataFrame({"task": ["T"] * 3, "label": ["ne", "ne", "td3"], "seed": [0, 1, 0],
+                           "score": [200.0, 210.0, 100.4]})
+    table = scoring.summary_table(scores)
+    assert table.loc["T"].to_dict() == {"ne": "205 +- 7 (n=2)", "td3": "100 (n=1)"}
+
+
 def test_normalised_scores_layout_and_forgetting():
     scores = scoring.final_scores(rows(), last=2)
     norm = scoring.normalized_scores(scores, "td3")

@@ -23,9 +23,10 @@ def final_scores(df: pd.DataFrame, y: str = "return_mean", last: int = 3) -> pd.
 
 
 def summary_table(scores: pd.DataFrame) -> pd.DataFrame:
-    """Mean +- std over seeds of each (task, label) score, as a task x label table of strings."""
+    """Mean +- std over seeds of each (task, label) score, as a task x label table of strings; one seed has no
+    spread, so its cell is the score alone."""
     agg = scores.groupby(["task", "label"])["score"].agg(["mean", "std", "count"]).reset_index()
-    agg["cell"] = [f"{m:.0f} +- {0 if np.isnan(s) else s:.0f} (n={n})"
+    agg["cell"] = [f"{m:.0f} +- {s:.0f} (n={n})" if n > 1 else f"{m:.0f} (n=1)"
                    for m, s, n in zip(agg["mean"], agg["std"], agg["count"], strict=True)]
     return agg.pivot(index="task", columns="label", values="cell")
 
