@@ -244,3 +244,16 @@ def test_differing_fields_lists_the_hashed_fields_two_configs_differ_in():
     assert schema.flat({"a": {"b": 1, "c": {"d": 2}}, "e": 3}) == {"a.b": 1, "a.c.d": 2, "e": 3}
     fields().clear()  # fields() is cached: a caller's copy, not the cache
     assert "review.window" in fields()
+
+
+def test_is_record_of_accepts_the_same_hash_or_an_older_record_of_the_same_config_only():
+    from nelib.runner.store import is_record_of
+
+    cfg = make_config("HalfCheetah-v5", "td3", 0, "ci")
+    older = cfg.to_dict()
+    del older["agent"]["precision"]  # stored before the field existed; its default keeps the old behaviour
+    assert is_record_of({"hash": cfg.hash(), "config": {}}, cfg)
+    assert is_record_of({"hash": "0" * 12, "config": older}, cfg)
+    other = make_config("HalfCheetah-v5", "td3", 1, "ci").to_dict()
+    assert not is_record_of({"hash": "0" * 12, "config": other}, cfg)
+    assert not is_record_of({"hash": "0" * 12}, cfg)

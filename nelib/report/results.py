@@ -23,7 +23,7 @@ import pandas as pd
 from nelib.report.scoring import final_scores
 from nelib.runner.files import atomic_write
 from nelib.runner.methods import method_label
-from nelib.runner.store import REPO, ResultStore, is_stale_record, same_config
+from nelib.runner.store import REPO, ResultStore, is_record_of, is_stale_record
 
 LAST = 3
 """Evaluations averaged into a run's final score."""
@@ -62,8 +62,7 @@ APART = {"stale": "Stale runs (an earlier definition of the method; not its resu
 def other_config(rec: dict, expected: dict) -> bool:
     """Whether a stored record's config is none of ``expected``'s (experiment -> the config it runs at that store
     path): every experiment that reads this run would refuse it. False where no experiment runs that path."""
-    return bool(expected) and not any(rec.get("hash") == c.hash() or same_config(rec.get("config", {}), c)
-                                      for c in expected.values())
+    return bool(expected) and not any(is_record_of(rec, c) for c in expected.values())
 
 
 def _expected_configs(preset: str, seeds: list[int]) -> dict:

@@ -7,10 +7,9 @@ from __future__ import annotations
 import argparse
 import difflib
 
-from nelib.runner import presets
+from nelib.runner import presets, schema
 from nelib.runner.config import TrainConfig, fields, make_config
 from nelib.runner.methods import METHODS
-from nelib.runner.preflight import flatten
 
 DESCRIPTION = "Train one agent: nelib.run(config) from Python, python -m nelib.runner.train ... from the shell."
 
@@ -58,7 +57,7 @@ def parse_args(argv: list[str] | None = None, prog: str = "python -m nelib.runne
                             given.preset or presets.DEFAULT)
     except ValueError:  # reported below, once the whole command line is parsed
         shown = TrainConfig()
-    defaults = flatten(shown.to_dict())
+    defaults = schema.flat(shown.to_dict())
     p = OneLineParser(prog=prog, description=DESCRIPTION, epilog=(
         f"Defaults shown are those of task {shown.task}, method {shown.method}, preset {shown.preset}: "
         "give --task, --method or --preset with --help to see theirs."))

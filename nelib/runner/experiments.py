@@ -173,9 +173,9 @@ def experiment_mismatch(cfg: TrainConfig) -> str:
     if not theirs or any(c.hash() == cfg.hash() for c in theirs.values()):
         return ""
     name, c = next(iter(theirs.items()))
-    fields = ", ".join(f"{k}={v!r} here, {w!r} there" for k, v, w in (
-        (k, schema.flat(cfg.to_dict()).get(k), schema.flat(c.to_dict()).get(k))
-        for k in schema.differing_fields(cfg.to_dict(), c.to_dict())))
+    here, there = schema.flat(cfg.to_dict()), schema.flat(c.to_dict())
+    fields = ", ".join(f"{k}={here.get(k)!r} here, {there.get(k)!r} there"
+                       for k in schema.differing_fields(cfg.to_dict(), c.to_dict()))
     tasks = "" if "," in cfg.task else f" --tasks {cfg.task}"  # a cyclic task is its experiment's only task
     names = [repr(n) for n in theirs]
     who, whose = ((f"experiments {', '.join(names[:-1])} and {names[-1]} train", "their notebooks") if len(names) > 1

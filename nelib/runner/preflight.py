@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from nelib.envs import check_task
+from nelib.runner import schema
 from nelib.runner.algos import spec
 from nelib.runner.config import TrainConfig, fields
 from nelib.runner.methods import METHODS
@@ -24,14 +25,6 @@ from nelib.runner.methods import METHODS
 AT_LEAST = {"seed": 0, "agent.policy_noise": 0, "agent.noise_clip": 0, "agent.expl_noise": 0,
             "topology.growth.end_step": 0, "topology.growth.init_scale": 0, "drq.hidden_dim": 1,
             "drq.feature_dim": 1, "drq.num_filters": 1, "drq.image_size": 1, "drq.init_temperature": 1e-12}
-
-
-def flatten(d: dict, prefix: str = "") -> dict:
-    """A nested config dict as ``dotted name -> value``."""
-    out = {}
-    for k, v in d.items():
-        out.update(flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-    return out
 
 
 @functools.cache
@@ -45,7 +38,7 @@ def check_config(cfg: TrainConfig) -> None:
     check_task(cfg.task)
     if cfg.method not in METHODS:
         raise ValueError(f"unknown method {cfg.method!r}; known methods: {', '.join(METHODS)}")
-    for name, value in flatten(cfg.to_dict()).items():
+    for name, value in schema.flat(cfg.to_dict()).items():
         if name in _float_fields() and not math.isfinite(value):
             raise ValueError(f"{name} must be a finite number, got {value}")
         if name in AT_LEAST and value < AT_LEAST[name]:

@@ -67,6 +67,11 @@ def same_config(stored: dict, cfg: TrainConfig) -> bool:
     return schema.same_config(stored, cfg.to_dict(), TrainConfig().to_dict())
 
 
+def is_record_of(rec: dict, cfg: TrainConfig) -> bool:
+    """Whether a stored record is a run of ``cfg``: the same hash, or the same config once upgraded."""
+    return rec.get("hash") == cfg.hash() or same_config(rec.get("config", {}), cfg)
+
+
 class ResultMismatch(ValueError):
     """A stored result exists for this run key with a different config."""
 
@@ -115,7 +120,7 @@ class ResultStore:
             return "damaged", None, str(e)
         if rec is None:
             return "missing", None, ""
-        if rec["hash"] != cfg.hash() and not same_config(rec.get("config", {}), cfg):
+        if not is_record_of(rec, cfg):
             if is_stale_record(rec):
                 return "stale", None, (
                     f"{self.json_path(cfg)} is stale: trained by the earlier definition of {cfg.method!r} "
