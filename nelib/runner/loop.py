@@ -5,18 +5,26 @@ The runs are :class:`nelib.runner.train.Run` objects standing at the same step, 
 of them one environment step on (a single run: its own :meth:`~nelib.runner.train.Run.step`; seeds in
 lockstep: one step of all, with one batched update). The loop evaluates them at step 0 and whenever an
 evaluation is due, gives each row the steps/s of its window (evaluation time included), shows one
-progress bar and stores the runs at the end.
+progress bar and stores the runs at the end. Ctrl-C stops it cleanly: each run checkpoints at its next
+episode end (the only place a checkpoint can be taken) and the loop raises :class:`Interrupted`; a second
+Ctrl-C stops at once.
 """
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import sys
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from tqdm import tqdm  # plain text bar: readable in notebooks (no ipywidgets needed), logs and CI alike
+
+from nelib.runner.files import note
 
 if TYPE_CHECKING:
     from nelib.runner.train import Run
@@ -29,12 +37,75 @@ def evaluate_first(runs: Sequence[Run]) -> None:
             r.evaluate_row(float("nan"))
 
 
-def advance(runs: Sequence[Run], step: Callable[[], None], until: int, bar: tqdm | None = None) -> None:
-    """Call ``step()`` until the runs stand at step ``until``, evaluating all of them whenever one is due."""
+class Interrupted(Exception):
+    """Ctrl-C stopped training after every run had checkpointed at an episode end; the message says where."""
+
+
+class StopRequest:
+    """Ctrl-C's first press while runs train: from then on each run checkpoints at its next episode end."""
+
+    def __init__(self):
+        self.since: dict[int, int] | None = None  # id(run) -> its episode count at the press
+
+    def press(self, runs: Sequence[Run]) -> None:
+        self.since = {id(r): r.episodes for r in runs}
+        for r in runs:
+            r.next_ckpt = r.t  # due at the next episode end, whatever checkpoint_every says
+        note("stopping at the next episode end, once each run has written its checkpoint; press Ctrl-C again "
+             "to stop at once (losing the steps since the last checkpoint)")
+
+    def done(self, runs: Sequence[Run]) -> bool:
+        """Whether every run has passed an episode end (and so its checkpoint) since the press."""
+        return self.since is not None and all(r.episodes > self.since[id(r)] and not r.needs_reset for r in runs)
+
+
+@contextlib.contextmanager
+def stop_on_ctrl_c(runs: Sequence[Run]) -> Iterator[StopRequest]:
+    """Within this block the first Ctrl-C becomes a :class:`StopRequest` (in the main thread only: signal
+    handlers live there) and the next one a plain ``KeyboardInterrupt``."""
+    request = StopRequest()
+    if threading.current_thread() is not threading.main_thread():
+        yield request
+        return
+
+    def on_sigint(signum, frame):
+        signal.signal(signal.SIGINT, previous)
+        request.press(runs)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield request
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@contextlib.contextmanager
+def exit_on_ctrl_c() -> Iterator[None]:
+    """For a command line: Ctrl-C ends it with one line and exit status 130, never a traceback."""
+    try:
+        yield
+    except Interrupted as e:
+        note(str(e))
+        sys.exit(130)
+    except KeyboardInterrupt:
+        note("stopped at once: the steps since each run's last checkpoint are lost; the same command resumes "
+             "from that checkpoint")
+        sys.exit(130)
+
+
+def advance(runs: Sequence[Run], step: Callable[[], None], until: int, bar: tqdm | None = None,
+            stop: StopRequest | None = None) -> None:
+    """Call ``step()`` until the runs stand at step ``until``, evaluating all of them whenever one is due;
+    raise :class:`Interrupted` once ``stop`` (a Ctrl-C) has every run checkpointed."""
     first = runs[0]
     window_start, window_t = time.perf_counter(), first.t
     while first.t < until:
         step()
+        if stop is not None and stop.done(runs):
+            where = ", ".join(f"{r.ckpt_path} at step {r.ckpt_step}" if r.ckpt_step is not None
+                              else f"none for {r.ckpt_path} (it could not be written)" for r in runs)
+            raise Interrupted(f"interrupted; checkpoint{'s' if len(runs) > 1 else ''} {where}: "
+                              "the same command resumes from there")
         if bar is not None:
             bar.update(len(runs))
         if first.eval_due:
@@ -54,6 +125,9 @@ def train_to_end(runs: Sequence[Run], step: Callable[[], None], desc: str,
     cfg = runs[0].cfg
     bar = tqdm(total=cfg.steps * len(runs), initial=runs[0].t * len(runs), disable=not cfg.progress,
                dynamic_ncols=True, mininterval=1.0, desc=desc, unit="step")
-    advance(runs, step, cfg.steps, bar)
-    bar.close()
+    try:
+        with stop_on_ctrl_c(runs) as stop:
+            advance(runs, step, cfg.steps, bar, stop)
+    finally:
+        bar.close()
     return [r.finish(command) for r in runs]

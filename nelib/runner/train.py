@@ -28,7 +28,7 @@ from nelib.runner.algos import build_agent, make_buffer, spec
 from nelib.runner.cli import parse_args  # noqa: F401 - nelib.runner.vectorized parses with it
 from nelib.runner.config import TrainConfig
 from nelib.runner.experiments import experiment_mismatch
-from nelib.runner.loop import train_to_end
+from nelib.runner.loop import exit_on_ctrl_c, train_to_end
 from nelib.runner.process import setup_process
 from nelib.runner.store import ResultStore, git_commit, note
 from nelib.seeding import EVALUATION, METRICS, stream_seed
@@ -240,7 +240,8 @@ class Run:
                 except OSError as e:  # the run goes on; the result is still saved (or rescued) at the end
                     note(f"{run_label(cfg)}: could not write the checkpoint {self.ckpt_path} ({e.strerror or e}) "
                          f"at step {self.t}; training goes on, the previous checkpoint is kept")
-                self.next_ckpt = (self.t // cfg.checkpoint_every + 1) * cfg.checkpoint_every
+                self.next_ckpt = ((self.t // cfg.checkpoint_every + 1) * cfg.checkpoint_every
+                                  if cfg.checkpoint_every else None)  # None: only a Ctrl-C asks for one
             self.obs, _ = self.env.reset()
             self.needs_reset = False
 
@@ -334,7 +335,8 @@ def main(argv: list[str] | None = None) -> None:
         preflight.check_config(cfg)  # a bad value is the one line said, before any note on the config
         if mismatch := experiment_mismatch(cfg):
             note(mismatch)
-        df = run(cfg, ResultStore(args.data_dir), overwrite=args.overwrite)
+        with exit_on_ctrl_c():
+            df = run(cfg, ResultStore(args.data_dir), overwrite=args.overwrite)
     except (ValueError, OSError) as e:  # e.g. a bad setting, a damaged checkpoint, a full disk: one line each
         sys.exit(f"error: {e}")
     last = df.iloc[-1]

@@ -32,7 +32,7 @@ from nelib.runner.algos import spec
 from nelib.runner.config import TrainConfig
 from nelib.runner.experiments import experiment_mismatch
 from nelib.runner.files import note
-from nelib.runner.loop import advance, evaluate_first, train_to_end
+from nelib.runner.loop import advance, evaluate_first, exit_on_ctrl_c, train_to_end
 from nelib.runner.process import setup_process
 from nelib.runner.store import ResultStore, current_command
 from nelib.runner.train import Run, parse_args, stored_rows
@@ -184,7 +184,8 @@ def main(argv: list[str] | None = None) -> None:
             preflight.check_config(c)  # a bad value is the one line said, before any note on the config
         for mismatch in filter(None, map(experiment_mismatch, configs)):
             note(mismatch)
-        dfs = run_vectorized(configs, ResultStore(args.data_dir), overwrite=args.overwrite)
+        with exit_on_ctrl_c():
+            dfs = run_vectorized(configs, ResultStore(args.data_dir), overwrite=args.overwrite)
     except ValueError as e:
         sys.exit(f"error: {e}")
     for s, df in zip(seeds, dfs, strict=True):
