@@ -89,3 +89,15 @@ def test_ctrl_c_stops_seeds_in_lockstep_with_a_checkpoint_each(tmp_path, monkeyp
     monkeypatch.setattr(train.Run, "env_step", real)
     for f, r in zip(full, run_vectorized(configs, store), strict=True):
         pd.testing.assert_frame_equal(f.drop(columns=TIMING), r.drop(columns=TIMING), check_exact=True)
+
+
+def test_ctrl_c_stops_an_in_process_sweep_after_the_run_in_progress_checkpoints(tmp_path, monkeypatch):
+    from nelib.runner.backends import run_configs
+
+    configs = [config(0), config(1)]
+    store = ResultStore(tmp_path)
+    press_ctrl_c_at(monkeypatch, 120)
+    with pytest.raises(Interrupted):  # not a failed run that the sweep reports and goes on after
+        run_configs(configs, store, workers=1, progress=False)
+    assert torch.load(store.checkpoint_path(configs[0]), weights_only=False)["t"] == 150
+    assert not store.checkpoint_path(configs[1]).exists() and not store.csv_path(configs[1]).exists()

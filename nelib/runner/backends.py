@@ -226,5 +226,9 @@ def _run_groups(groups: list[list[TrainConfig]], run, root: str, workers: int, f
         return
     with cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {pool.submit(run, g, root, fresh, command): g for g in groups}
-        for fut in cf.as_completed(futures):
-            report(futures[fut], fut.exception())
+        try:
+            for fut in cf.as_completed(futures):
+                report(futures[fut], fut.exception())
+        except KeyboardInterrupt:  # Ctrl-C reaches the workers too: wait for their checkpoints, start no more
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise

@@ -37,8 +37,9 @@ def evaluate_first(runs: Sequence[Run]) -> None:
             r.evaluate_row(float("nan"))
 
 
-class Interrupted(Exception):
-    """Ctrl-C stopped training after every run had checkpointed at an episode end; the message says where."""
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C stopped training after every run had checkpointed at an episode end; the message says where.
+    A ``KeyboardInterrupt``, so that code going on after a failed run (a sweep) stops too."""
 
 
 class StopRequest:
