@@ -89,8 +89,9 @@ def main(argv: list[str] | None = None) -> None:
     except (ValueError, ImportError) as e:  # ImportError: --backend ray without ray installed
         sys.exit(f"error: {e}")
     except KeyboardInterrupt:  # every run in progress got the Ctrl-C too (nelib.runner.loop)
-        sys.exit("nelib: interrupted; the runs in progress keep their checkpoints (written at an episode end, "
-                 "unless Ctrl-C was pressed twice): the same command resumes them")
+        print("nelib: interrupted; the runs in progress keep their checkpoints (written at an episode end, "
+              "unless Ctrl-C was pressed twice): the same command resumes them", file=sys.stderr)
+        sys.exit(130)  # as python -m nelib.runner.train and nelib.runner.vectorized exit on Ctrl-C
     print(f"{len(configs) - len(failures)} of {len(configs)} runs stored under {store.root}"
           + (f"; {len(failures)} FAILED (each said above)" if failures else ""))
     if failures:
