@@ -24,13 +24,13 @@ FRESH_BOOL := $(if $(filter 1 true True yes,$(FRESH)),True,False)
 # STORED=1 is the default now (kept so that older commands still work).
 TRAIN_BOOL := $(if $(filter 1 true True yes,$(STORED)),False,$(if $(filter 1 true True yes,$(TRAIN)),True,False))
 
-.PHONY: help setup preset test figures results lint bench bench-pixels bench-vectorized clean
+.PHONY: help setup preset test figures results lint bench bench-pixels bench-vectorized bench-adam clean
 
 help:
 	@echo "make figures [PRESET=ci|laptop|long|paper] [TRAIN=1 [FRESH=1]]  run notebooks/NN_*.ipynb on the stored runs"
 	@echo "make test                                       unit tests and notebooks on the ci preset"
 	@echo "make results                                   rewrite RESULTS.md, the README's summary and data/README.md from data/runs/"
-	@echo "make lint | make bench | make bench-pixels | make bench-vectorized | make clean"
+	@echo "make lint | make bench | make bench-pixels | make bench-vectorized | make bench-adam | make clean"
 
 # The stamp is older than requirements.txt when the pins change, which re-runs the install. pip's cache is
 # kept, so a rebuild downloads nothing it already has.
@@ -86,6 +86,10 @@ bench-pixels: setup
 # Seeds trained together in one process (nelib.runner.vectorized) vs the process pool: aggregate steps/s for K = 1..32.
 bench-vectorized: setup
 	$(PY) -m benchmarks.bench_vectorized
+
+# One Adam step of a masked layer: torch.optim.Adam against nelib's (same bits, faster square root on zeros).
+bench-adam: setup
+	$(PY) -m benchmarks.bench_adam
 
 # Build outputs only: .venv, figures/ and data/ (cached results, expensive to recompute) stay.
 clean:

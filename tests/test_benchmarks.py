@@ -1,5 +1,7 @@
 """The benchmarks' arithmetic: the matrix products a TD3 step does, and how a rate is set against the ceiling."""
 
+import pytest
+
 from benchmarks.ceiling import Ceiling, Gemm, td3_step_gemms, time_gemms
 
 
@@ -50,3 +52,18 @@ def test_precision_experiment_pairs_each_method_with_its_bf16_variant():
     assert sorted((c.label, c.agent.precision) for c in configs if c.seed == 0) == [
         ("ne", "fp32"), ("ne@bf16", "bf16"), ("td3", "fp32"), ("td3@bf16", "bf16")]
     assert {c.task for c in configs} == {"HalfCheetah-v5"}
+
+
+def test_bench_adam_prints_one_row_per_density_and_agrees_bit_for_bit(capsys):
+    from benchmarks.bench_adam import main
+
+    main(["--repeats", "4", "--densities", "1,0.3"])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith(("| 1 ", "| 0.3 "))]
+    assert len(rows) == 2 and all(row.endswith("| yes |") for row in rows)
+
+
+def test_bench_adam_refuses_fewer_than_two_repeats():
+    from benchmarks.bench_adam import main
+
+    with pytest.raises(SystemExit):
+        main(["--repeats", "1"])

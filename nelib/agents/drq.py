@@ -39,7 +39,7 @@ from nelib.seeding import NETWORKS, stream_seed
 from nelib.sparse.masks import density_report
 from nelib.sparse.review import ReviewConfig
 from nelib.sparse.topology import TopologyConfig
-from nelib.torch_ops import soft_update_
+from nelib.torch_ops import Adam, soft_update_
 from nelib.validation import check_between, check_non_negative, check_positive
 
 
@@ -143,9 +143,9 @@ class DrQ(SparseAgent):
         self.actor_target = None  # SAC has none (Reset and other interventions look for it)
         self.log_alpha = torch.tensor(math.log(cfg.init_temperature), device=self.device, requires_grad=True)
         self.target_entropy = -float(act_dim)
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr)
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.lr)
-        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=cfg.lr)
+        self.actor_opt = Adam(self.actor.parameters(), lr=cfg.lr)
+        self.critic_opt = Adam(self.critic.parameters(), lr=cfg.lr)
+        self.alpha_opt = Adam([self.log_alpha], lr=cfg.lr)
         self.refresh_parameter_lists()
         self._init_ne(sparsity, topology, review, total_updates, cfg.actor_update_every, warmup_steps)
         # Reset leaves modules with these name prefixes alone: the encoder (the critic's conv layers and head,

@@ -21,7 +21,7 @@ from nelib.agents.replay import ReplayBuffer
 from nelib.seeding import NETWORKS, stream_seed
 from nelib.sparse.review import ReviewConfig
 from nelib.sparse.topology import TopologyConfig
-from nelib.torch_ops import bf16_matmul_supported, soft_update_
+from nelib.torch_ops import Adam, bf16_matmul_supported, soft_update_
 from nelib.validation import check_between, check_choice, check_positive
 
 ARCHS = ("td3", "ne")
@@ -126,8 +126,8 @@ class TD3(SparseAgent):
         self.critic_target = copy.deepcopy(self.critic)
         for p in (*self.actor_target.parameters(), *self.critic_target.parameters()):
             p.requires_grad_(False)
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr)
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.lr)
+        self.actor_opt = Adam(self.actor.parameters(), lr=cfg.lr)
+        self.critic_opt = Adam(self.critic.parameters(), lr=cfg.lr)
         self.refresh_parameter_lists()
         self._init_ne(sparsity, topology, review, total_updates, cfg.policy_delay, warmup_steps)
 

@@ -37,7 +37,7 @@ from nelib.agents.replay import ReplayBuffer
 from nelib.agents.td3 import TD3, smoothed_action, td_target, twin_critic_loss
 from nelib.baselines.injection import FrozenReLU, InjectedHead
 from nelib.sparse.masks import float_mask, masked_layers
-from nelib.torch_ops import adam_step_, soft_update_
+from nelib.torch_ops import Adam, adam_step_, soft_update_
 
 NETS = ("actor", "critic", "actor_target", "critic_target")
 
@@ -201,7 +201,7 @@ class VectorTD3:
         """
         opts = [getattr(a, f"{key}_opt") for a in self.agents]
         group = opts[0].param_groups[0]
-        if (any(type(o) is not torch.optim.Adam or len(o.param_groups) != 1 for o in opts)
+        if (any(type(o) not in (torch.optim.Adam, Adam) or len(o.param_groups) != 1 for o in opts)
                 or group["amsgrad"] or group["fused"] or group["capturable"] or group["differentiable"]):
             return None
         names = {id(p): n for n, p in getattr(self.agents[0], key).named_parameters()}
@@ -378,7 +378,7 @@ class VectorTD3:
         on a side stream (CUDA's warm-up before a capture), the next one is captured and then replayed, and
         every later one only replayed. Inputs are copied into the graph's static tensors first."""
         if any(self.adam[k] is None for k in ("actor", "critic")):
-            raise ValueError("cuda_graph needs Adam states that stack (plain torch.optim.Adam, same step counts)")
+            raise ValueError("cuda_graph needs Adam states that stack (plain Adam, same step counts)")
         if not self._graphs:  # fresh structure: fresh static inputs and device step counts
             self._static = {"idx": idx.to(self.agents[0].device), "noise": noise.clone()}
             self._device_steps = {k: [s[0].to(noise.device) for s in self.adam[k]["step"]] for k in ("actor", "critic")}
