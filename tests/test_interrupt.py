@@ -3,6 +3,7 @@ the same command resumes and ends as an uninterrupted run; a second press stops 
 
 import os
 import signal
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -101,3 +102,81 @@ def test_ctrl_c_stops_an_in_process_sweep_after_the_run_in_progress_checkpoints(
         run_configs(configs, store, workers=1, progress=False)
     assert torch.load(store.checkpoint_path(configs[0]), weights_only=False)["t"] == 150
     assert not store.checkpoint_path(configs[1]).exists() and not store.csv_path(configs[1]).exists()
+
+
+def _children_cpu_seconds(pid: int) -> list[float]:
+    """CPU seconds (user + system) of each child process of ``pid``, from /proc."""
+    ticks, out = os.sysconf("SC_CLK_TCK"), []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        if int(fields[1]) == pid:  # fields[1] is the parent's pid; [11], [12]: user and system ticks
+            out.append((int(fields[11]) + int(fields[12])) / ticks)
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads CPU times from Linux's /proc")
+def test_ctrl_c_stops_a_process_pool_sweep_and_the_same_command_finishes_it(tmp_path):
+    """Ctrl-C in a terminal reaches the whole process group: the sweep and its spawn workers. The runs in
+    progress checkpoint (or end, if their last step comes first), the pending one never starts, the sweep
+    ends in one line with status 130, and the same command finishes all of them."""
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    cmd = [sys.executable, "-m", "nelib.runner.sweep", "--experiment", "long-horizon", "--preset", "ci",
+           "--methods", "td3", "--seeds", "0,1,2", "--workers", "2", "--data-dir", str(tmp_path)]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True)
+    err: list[str] = []
+    reader = threading.Thread(target=lambda: err.extend(iter(proc.stderr.readline, "")), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 300
+    # Both workers are training once each has used 3 s of CPU (importing torch and MuJoCo takes about 1.6):
+    # CPU time, not wall time, so that a busy machine does not make the press come before training starts.
+    while sorted(_children_cpu_seconds(proc.pid))[-2:] < [3.0, 3.0] or len(_children_cpu_seconds(proc.pid)) < 2:
+        assert proc.poll() is None and time.monotonic() < deadline, "".join(err)[-2000:]
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=300) == 130
+    reader.join(timeout=10)
+    text = "".join(err).replace("\r", "\n")
+    assert "Traceback" not in text
+    assert text.rstrip().splitlines()[-1].startswith("nelib: interrupted; the runs in progress keep their checkpoints")
+    store = ResultStore(tmp_path)
+    configs = [make_config("HalfCheetah-v5", "td3", s, "ci") for s in range(3)]
+    for c in configs[:2]:  # interrupted at an episode end, or done
+        assert store.checkpoint_path(c).exists() != store.csv_path(c).exists()
+    assert not store.checkpoint_path(configs[2]).exists() and not store.csv_path(configs[2]).exists()
+
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert again.stdout.strip().splitlines()[-1] == f"3 of 3 runs stored under {store.root}"
+    assert all(store.csv_path(c).exists() and not store.checkpoint_path(c).exists() for c in configs)
+
+
+def test_a_pool_worker_remembers_a_ctrl_c_between_runs_and_starts_no_run_after_it(tmp_path, monkeypatch):
+    from nelib.runner import loop
+    from nelib.runner.backends import _start_in_worker
+
+    monkeypatch.setattr(loop._PoolWorker, "enabled", False)  # restored after the test, as is the handler
+    monkeypatch.setattr(loop._PoolWorker, "pressed", False)
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        loop.keep_ctrl_c_in_pool_worker()
+        assert not loop.ctrl_c_came()
+        os.kill(os.getpid(), signal.SIGINT)  # no run trains: remembered, no KeyboardInterrupt
+        assert loop.ctrl_c_came()
+        started = []
+        _start_in_worker(lambda *args: started.append(args), [config()], str(tmp_path), False, "")
+        assert started == []
+        # A run that starts anyway (pressed while it was set up) stops at its first episode end (step 50).
+        store = ResultStore(tmp_path)
+        with pytest.raises(Interrupted, match="at step 50"):
+            train.run(config(), store)
+        assert torch.load(store.checkpoint_path(config()), weights_only=False)["t"] == 50
+        assert signal.getsignal(signal.SIGINT) is loop._remember_press  # the worker's own handler is back
+    finally:
+        signal.signal(signal.SIGINT, handler)

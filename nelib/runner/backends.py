@@ -16,6 +16,7 @@ import traceback
 from tqdm import tqdm  # plain text bar: readable in notebooks, logs and CI alike
 
 from nelib.runner.config import TrainConfig
+from nelib.runner.loop import ctrl_c_came, keep_ctrl_c_in_pool_worker
 from nelib.runner.preflight import check_config
 from nelib.runner.store import ResultStore, current_command
 
@@ -202,6 +203,13 @@ def _run_alone(group: list[TrainConfig], root: str, fresh: bool, command: str) -
     _run_one(cfg, root, fresh, command)
 
 
+def _start_in_worker(run, group: list[TrainConfig], root: str, fresh: bool, command: str) -> None:
+    """A pool worker's task: ``run(group, ...)``, unless a Ctrl-C has come (a group queued for this worker
+    before the sweep stopped; the pool cannot cancel those)."""
+    if not ctrl_c_came():
+        run(group, root, fresh, command)
+
+
 def _run_groups(groups: list[list[TrainConfig]], run, root: str, workers: int, fresh: bool, command: str,
                 done) -> None:
     """Call ``run(group, root, fresh, command)`` for each group, ``workers`` groups at a time, and
@@ -224,8 +232,9 @@ def _run_groups(groups: list[list[TrainConfig]], run, root: str, workers: int, f
             except Exception as e:
                 report(group, e)
         return
-    with cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(run, g, root, fresh, command): g for g in groups}
+    with cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                initializer=keep_ctrl_c_in_pool_worker) as pool:
+        futures = {pool.submit(_start_in_worker, run, g, root, fresh, command): g for g in groups}
         try:
             for fut in cf.as_completed(futures):
                 report(futures[fut], fut.exception())

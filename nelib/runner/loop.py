@@ -42,6 +42,31 @@ class Interrupted(KeyboardInterrupt):
     A ``KeyboardInterrupt``, so that code going on after a failed run (a sweep) stops too."""
 
 
+class _PoolWorker:
+    """In a sweep's pool worker (:func:`keep_ctrl_c_in_pool_worker`): whether a Ctrl-C has come."""
+
+    enabled = False
+    pressed = False
+
+
+def keep_ctrl_c_in_pool_worker() -> None:
+    """For a sweep's pool worker (its initializer): Ctrl-C reaches the worker as it reaches the sweep, but
+    the sweep stops the pool; a press while no run trains here is only remembered, not a traceback. Once a
+    Ctrl-C has come, a run being set up stops at its first episode end, and no run starts
+    (:func:`ctrl_c_came`): runs already queued for a worker cannot be cancelled."""
+    _PoolWorker.enabled = True
+    signal.signal(signal.SIGINT, _remember_press)
+
+
+def _remember_press(signum, frame) -> None:
+    _PoolWorker.pressed = True
+
+
+def ctrl_c_came() -> bool:
+    """Whether a Ctrl-C has come to this pool worker (always False outside one)."""
+    return _PoolWorker.pressed
+
+
 class StopRequest:
     """Ctrl-C's first press while runs train: from then on each run checkpoints at its next episode end."""
 
@@ -49,6 +74,7 @@ class StopRequest:
         self.since: dict[int, int] | None = None  # id(run) -> its episode count at the press
 
     def press(self, runs: Sequence[Run]) -> None:
+        _PoolWorker.pressed = _PoolWorker.enabled
         self.since = {id(r): r.episodes for r in runs}
         for r in runs:
             r.next_ckpt = r.t  # due at the next episode end, whatever checkpoint_every says
@@ -70,10 +96,13 @@ def stop_on_ctrl_c(runs: Sequence[Run]) -> Iterator[StopRequest]:
         return
 
     def on_sigint(signum, frame):
-        signal.signal(signal.SIGINT, previous)
+        # the second press stops at once, in a pool worker too (whose own handler only remembers presses)
+        signal.signal(signal.SIGINT, signal.default_int_handler if _PoolWorker.enabled else previous)
         request.press(runs)
 
     previous = signal.signal(signal.SIGINT, on_sigint)
+    if _PoolWorker.pressed:  # pressed while this run was being set up
+        on_sigint(signal.SIGINT, None)
     try:
         yield request
     finally:
