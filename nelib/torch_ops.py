@@ -68,7 +68,8 @@ def zero_safe_sqrt_applies(group: dict, params: list[torch.Tensor]) -> bool:
 def _cpu_adam_(params: list[torch.Tensor], grads: list[torch.Tensor], exp_avgs: list[torch.Tensor],
                exp_avg_sqs: list[torch.Tensor], steps: list[torch.Tensor], group: dict) -> None:
     """torch's single-tensor Adam update (``torch.optim.adam._single_tensor_adam``, non-capturable form),
-    except that the second moment is floored at the dtype's smallest normal number before its square root."""
+    except that the second moment is floored at the dtype's smallest normal number before its square root
+    (the same bits for the non-negative moments Adam keeps; torch would give NaN for a negative one)."""
     beta1, beta2 = group["betas"]
     lr, eps = group["lr"], group["eps"]
     for param, grad, exp_avg, exp_avg_sq, step_t in zip(params, grads, exp_avgs, exp_avg_sqs, steps, strict=True):

@@ -1,6 +1,7 @@
 """The benchmarks' arithmetic: the matrix products a TD3 step does, and how a rate is set against the ceiling."""
 
 import pytest
+import torch
 
 from benchmarks.ceiling import Ceiling, Gemm, td3_step_gemms, time_gemms
 
@@ -57,7 +58,11 @@ def test_precision_experiment_pairs_each_method_with_its_bf16_variant():
 def test_bench_adam_prints_one_row_per_density_and_agrees_bit_for_bit(capsys):
     from benchmarks.bench_adam import main
 
-    main(["--repeats", "4", "--densities", "1,0.3"])
+    threads = torch.get_num_threads()
+    try:
+        main(["--repeats", "4", "--densities", "1,0.3"])
+    finally:
+        torch.set_num_threads(threads)  # the benchmark sets its own
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith(("| 1 ", "| 0.3 "))]
     assert len(rows) == 2 and all(row.endswith("| yes |") for row in rows)
 

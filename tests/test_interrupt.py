@@ -155,6 +155,7 @@ def test_ctrl_c_stops_a_process_pool_sweep_and_the_same_command_finishes_it(tmp_
     assert again.returncode == 0, again.stderr[-2000:]
     assert again.stdout.strip().splitlines()[-1] == f"3 of 3 runs stored under {store.root}"
     assert all(store.csv_path(c).exists() and not store.checkpoint_path(c).exists() for c in configs)
+    proc.stdout.close()
 
 
 def test_a_pool_worker_remembers_a_ctrl_c_between_runs_and_starts_no_run_after_it(tmp_path, monkeypatch):
@@ -170,7 +171,8 @@ def test_a_pool_worker_remembers_a_ctrl_c_between_runs_and_starts_no_run_after_i
         os.kill(os.getpid(), signal.SIGINT)  # no run trains: remembered, no KeyboardInterrupt
         assert loop.ctrl_c_came()
         started = []
-        _start_in_worker(lambda *args: started.append(args), [config()], str(tmp_path), False, "")
+        with pytest.raises(Interrupted, match="not started"):  # a failure the sweep can report, not a success
+            _start_in_worker(lambda *args: started.append(args), [config()], str(tmp_path), False, "")
         assert started == []
         # A run that starts anyway (pressed while it was set up) stops at its first episode end (step 50).
         store = ResultStore(tmp_path)
@@ -178,5 +180,26 @@ def test_a_pool_worker_remembers_a_ctrl_c_between_runs_and_starts_no_run_after_i
             train.run(config(), store)
         assert torch.load(store.checkpoint_path(config()), weights_only=False)["t"] == 50
         assert signal.getsignal(signal.SIGINT) is loop._remember_press  # the worker's own handler is back
+        with pytest.raises(KeyboardInterrupt) as second:  # a second press, with no run training: at once
+            os.kill(os.getpid(), signal.SIGINT)
+        assert not isinstance(second.value, Interrupted)
+    finally:
+        signal.signal(signal.SIGINT, handler)
+
+
+def test_in_a_pool_worker_a_second_ctrl_c_while_training_stops_at_once(tmp_path, monkeypatch):
+    from nelib.runner import loop
+
+    monkeypatch.setattr(loop._PoolWorker, "enabled", False)
+    monkeypatch.setattr(loop._PoolWorker, "pressed", False)
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        loop.keep_ctrl_c_in_pool_worker()
+        press_ctrl_c_at(monkeypatch, 120, 130)
+        with pytest.raises(KeyboardInterrupt) as stop:
+            train.run(config(), ResultStore(tmp_path))
+        assert not isinstance(stop.value, Interrupted)  # not the checkpoint at step 150: stopped at once
+        assert not ResultStore(tmp_path).checkpoint_path(config()).exists()
+        assert loop.ctrl_c_came() and signal.getsignal(signal.SIGINT) is loop._remember_press
     finally:
         signal.signal(signal.SIGINT, handler)

@@ -39,10 +39,12 @@ def test_adam_step_equals_torch_adam_step_bit_for_bit():
 
 def _sparse_grads(shape, gen, dtype):
     """Gradients of a masked layer: exact zeros (masked weights), tiny values (second moments that underflow
-    to subnormal numbers) and ordinary ones, each entry of one kind throughout (by its position)."""
+    to subnormal numbers, in float32 and float64) and ordinary ones, each entry of one kind throughout (by its
+    position)."""
     g = torch.randn(shape, generator=gen, dtype=dtype)
     kind = torch.arange(g.numel()).reshape(shape) % 3
-    return torch.where(kind == 0, torch.zeros_like(g), torch.where(kind == 1, g * 1e-20, g))
+    tiny = 1e-20 if dtype == torch.float32 else 1e-160
+    return torch.where(kind == 0, torch.zeros_like(g), torch.where(kind == 1, g * tiny, g))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -67,8 +69,7 @@ def test_nelib_adam_equals_torch_adam_bit_for_bit_on_masked_gradients(dtype):
             assert torch.equal(torch_opt.state[p][k], nelib_opt.state[q][k])
     v = torch_opt.state[ref[0]]["exp_avg_sq"]
     assert (v == 0).any()  # the zeros the faster square root is for
-    if dtype == torch.float32:  # and second moments below the floor
-        assert ((v > 0) & (v < torch.finfo(dtype).tiny)).any()
+    assert ((v > 0) & (v < torch.finfo(dtype).tiny)).any()  # and second moments below the floor
     assert torch_opt.state_dict()["param_groups"] == nelib_opt.state_dict()["param_groups"]
 
 
@@ -117,3 +118,26 @@ def test_nelib_adam_steps_with_a_closure_and_returns_its_loss():
 
     assert float(opt.step(closure).detach()) == 5.0
     assert torch.allclose(w.detach(), torch.tensor([0.9, 1.9]))  # Adam's first step moves each entry by lr
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_nelib_adam_equals_torch_adam_wherever_its_path_applies_near_the_eps_bound(dtype):
+    """eps and beta2 on both sides of the bound of zero_safe_sqrt_applies (float32, beta2 0.999: eps > 4.6e-10):
+    where the path applies, the bits are torch's."""
+    applied = 0
+    for eps in (1e-11, 1e-10, 4e-10, 5e-10, 1e-9, 1e-8):
+        for beta2 in (0.9, 0.999, 0.99999):
+            gen = torch.Generator().manual_seed(4)
+            ref = [torch.nn.Parameter(torch.randn(12, 6, generator=gen, dtype=dtype))]
+            mine = [torch.nn.Parameter(ref[0].detach().clone())]
+            kw = {"lr": 1e-2, "eps": eps, "betas": (0.9, beta2)}
+            torch_opt, nelib_opt = torch.optim.Adam(ref, **kw), Adam(mine, **kw)
+            applied += zero_safe_sqrt_applies(nelib_opt.param_groups[0], mine)
+            for _ in range(6):
+                g = _sparse_grads(ref[0].shape, gen, dtype)
+                ref[0].grad, mine[0].grad = g.clone(), g.clone()
+                torch_opt.step()
+                nelib_opt.step()
+            assert torch.equal(ref[0], mine[0]), (eps, beta2)
+    # float32: eps above 4.6e-11 (beta2 0.9: 5 of 6), above 4.6e-10 (0.999: 3), above 4.6e-9 (0.99999: 1)
+    assert applied == (9 if dtype == torch.float32 else 18)

@@ -16,7 +16,7 @@ import traceback
 from tqdm import tqdm  # plain text bar: readable in notebooks, logs and CI alike
 
 from nelib.runner.config import TrainConfig
-from nelib.runner.loop import ctrl_c_came, keep_ctrl_c_in_pool_worker
+from nelib.runner.loop import Interrupted, ctrl_c_came, keep_ctrl_c_in_pool_worker
 from nelib.runner.preflight import check_config
 from nelib.runner.store import ResultStore, current_command
 
@@ -205,9 +205,10 @@ def _run_alone(group: list[TrainConfig], root: str, fresh: bool, command: str) -
 
 def _start_in_worker(run, group: list[TrainConfig], root: str, fresh: bool, command: str) -> None:
     """A pool worker's task: ``run(group, ...)``, unless a Ctrl-C has come (a group queued for this worker
-    before the sweep stopped; the pool cannot cancel those)."""
-    if not ctrl_c_came():
-        run(group, root, fresh, command)
+    before the sweep stopped; the pool cannot cancel those): then it fails as not started."""
+    if ctrl_c_came():
+        raise Interrupted("not started: Ctrl-C came before this run could start; the same command starts it")
+    run(group, root, fresh, command)
 
 
 def _run_groups(groups: list[list[TrainConfig]], run, root: str, workers: int, fresh: bool, command: str,

@@ -51,14 +51,16 @@ class _PoolWorker:
 
 def keep_ctrl_c_in_pool_worker() -> None:
     """For a sweep's pool worker (its initializer): Ctrl-C reaches the worker as it reaches the sweep, but
-    the sweep stops the pool; a press while no run trains here is only remembered, not a traceback. Once a
-    Ctrl-C has come, a run being set up stops at its first episode end, and no run starts
-    (:func:`ctrl_c_came`): runs already queued for a worker cannot be cancelled."""
+    the sweep stops the pool; a first press while no run trains here is only remembered, not a traceback
+    (a second one stops at once). Once a Ctrl-C has come, a run being set up stops at its first episode
+    end, and no run starts (:func:`ctrl_c_came`): runs already queued for a worker cannot be cancelled."""
     _PoolWorker.enabled = True
     signal.signal(signal.SIGINT, _remember_press)
 
 
 def _remember_press(signum, frame) -> None:
+    if _PoolWorker.pressed:  # the second press stops at once, wherever the worker is
+        raise KeyboardInterrupt
     _PoolWorker.pressed = True
 
 
@@ -101,7 +103,7 @@ def stop_on_ctrl_c(runs: Sequence[Run]) -> Iterator[StopRequest]:
         request.press(runs)
 
     previous = signal.signal(signal.SIGINT, on_sigint)
-    if _PoolWorker.pressed:  # pressed while this run was being set up
+    if _PoolWorker.pressed and request.since is None:  # pressed while this run was being set up
         on_sigint(signal.SIGINT, None)
     try:
         yield request
