@@ -239,6 +239,8 @@ def test_interval_plot_leaves_out_an_iqm_that_equals_the_mean():
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["TD3\n(n=2 seeds)", "NE\n(n=2 seeds)"]
     assert "No IQM panel" in fig.texts[-1].get_text().replace("\n", " ")
     assert len(score_figures.interval_plot(agg).axes) == 3  # without counts nothing is dropped
+    fig = score_figures.interval_plot(agg, counts={"ne": (1, 1), "td3": (2, 3)}, order=["td3", "ne"])
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["TD3\n(n=2 seeds × 3 tasks)", "NE\n(n=1 seed)"]
     plt.close("all")
 
 

@@ -263,7 +263,7 @@ def dormant_grid(df: pd.DataFrame, nets: Sequence[str] = ("critic", "actor"),
                 ax.set_xlabel("")
     legend_above(fig, axes)
     n = seed_counts(df)
-    method = ", ".join(f"{method_name(lab)} (n={k} seeds)" for lab, k in n.items())
+    method = ", ".join(f"{method_name(lab)} (n={k} seed{'s' if k != 1 else ''})" for lab, k in n.items())
     caption(fig, f"{method}. Lines: mean over seeds of the share of units whose ReDo score is at most tau, on "
                  f"1024 replay samples at each evaluation; bands: {BAND}."
                  + (f" Grey span: the first {random_start:,.0f} steps, {RANDOM_START_LABEL}." if random_start else ""))

@@ -36,7 +36,8 @@ def interval_plot(agg: pd.DataFrame, metrics_order: Sequence[str] = ("IQM", "mea
         if not counts or lab not in counts:
             return method_name(lab)
         seeds, tasks = counts[lab]
-        return f"{method_name(lab)}\n(n={seeds} seeds" + (f" × {tasks} tasks)" if tasks > 1 else ")")
+        runs = f"n={seeds} seed{'s' if seeds != 1 else ''}" + (f" × {tasks} tasks" if tasks > 1 else "")
+        return f"{method_name(lab)}\n({runs})"
 
     for ax, m in zip(axes[0], shown, strict=True):
         sub = agg[agg.metric == m].set_index("label").reindex(labels)
