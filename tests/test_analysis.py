@@ -192,6 +192,19 @@ def test_curve_grid_states_its_statistic_seeds_and_random_start():
     plt.close("all")
 
 
+def test_curve_grid_draws_counts_on_a_symlog_axis_that_keeps_zero():
+    import matplotlib.pyplot as plt
+
+    df = curve_rows().assign(grown=lambda d: np.where(d.label == "td3", 0, 10 ** (d.step // 1000)))
+    fig = curves.curve_grid(df, ["return_mean", "grown"], symlog=["grown"])
+    ret, grown = fig.axes
+    assert ret.get_yscale() == "linear" and grown.get_yscale() == "symlog"
+    assert grown.get_ylim()[0] == 0 and grown.get_ylim()[1] >= 1e6 and "(log scale)" in grown.get_ylabel()
+    with pytest.raises(ValueError, match="symlog names metrics not drawn: \\['pruned'\\]"):
+        curves.curve_grid(df, ["grown"], symlog=["pruned"])
+    plt.close("all")
+
+
 def test_redo_recycles_are_marked_from_the_config():
     from nelib.baselines.redo import RedoConfig
 

@@ -214,11 +214,15 @@ def legend_above(fig, axes, ncol: int | None = None) -> None:
 
 def curve_grid(df: pd.DataFrame, ys: Sequence[str], hue: str = "label", height: float = 2.8,
                xlabel: str = STEP_LABEL, random_start: float | dict | None = None, note: str = "",
-               unit: str = "steps"):
+               unit: str = "steps", symlog: Sequence[str] = ()):
     """One row per metric, one column per task; a single legend (with each method's seeds) and a caption
     saying what the lines and bands are. ``xlabel`` names what ``df["step"]`` counts (``unit``, in a word),
     ``random_start`` (in those units; a dict: per task) shades the random-action start, ``note`` is added to the
-    caption."""
+    caption. The metrics in ``symlog`` (counts that span orders of magnitude between methods) get a symmetric
+    log axis, linear below 1 so that zero stays on it, and the label says so."""
+    unknown = [y for y in symlog if y not in ys]
+    if unknown:
+        raise ValueError(f"symlog names metrics not drawn: {unknown} (drawn: {list(ys)})")
     tasks = list(dict.fromkeys(df["task"]))
     fig, axes = plt.subplots(len(ys), len(tasks), figsize=(max(5.6, 4.6 * len(tasks)), height * len(ys)),
                              squeeze=False, sharex="col")
@@ -229,6 +233,10 @@ def curve_grid(df: pd.DataFrame, ys: Sequence[str], hue: str = "label", height: 
             ax = curves(df[df["task"] == task], y, axes[i, j], hue, title=task if i == 0 else None, xlabel=xlabel,
                         names=names, colors=colors, floor=floor,
                         random_start=random_start.get(task) if isinstance(random_start, dict) else random_start)
+            if y in symlog:
+                ax.set_yscale("symlog", linthresh=1.0)
+                ax.set_ylim(bottom=0)
+                ax.set_ylabel(f"{ax.get_ylabel()}\n(log scale)")
             if ax.get_legend():
                 ax.get_legend().remove()
             if i < len(ys) - 1:
