@@ -205,6 +205,17 @@ def test_curve_grid_draws_counts_on_a_symlog_axis_that_keeps_zero():
     plt.close("all")
 
 
+def test_a_method_without_values_is_named_instead_of_silently_missing():
+    import matplotlib.pyplot as plt
+
+    df = curve_rows().assign(review_share=lambda d: np.where(d.label == "td3", np.nan, 0.5))
+    review, ret = curves.curve_grid(df, ["review_share", "return_mean"]).axes
+    assert [t.get_text() for t in review.texts] == ["no experience review: TD3"]
+    assert len([line for line in review.get_lines() if len(line.get_xdata())]) == 1  # ReDo only
+    assert not ret.texts  # both methods drawn
+    plt.close("all")
+
+
 def test_redo_recycles_are_marked_from_the_config():
     from nelib.baselines.redo import RedoConfig
 

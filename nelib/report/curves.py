@@ -149,7 +149,8 @@ def curves(df: pd.DataFrame, y: str, ax=None, hue: str = "label", title: str | N
     ``names`` and ``colors`` map each ``hue`` value to its legend entry and colour (default: the method's
     readable name with its seed count, and its colour). ``random_start`` (steps) shades the random-action
     start; ``floor`` is the lower end of an active-ratio axis (default :func:`active_floor` of the panel).
-    Density panels leave out methods that stay dense (and say which); on plasticity metrics, ReDo evaluations
+    Density panels leave out methods that stay dense (and say which), and a method with no value of ``y`` is
+    named in a note (review metrics: it has no experience review); on plasticity metrics, ReDo evaluations
     right after a recycle (``after_recycle``, from :func:`mark_recycles`) get an open circle.
     """
     ax = ax or plt.gca()
@@ -163,6 +164,11 @@ def curves(df: pd.DataFrame, y: str, ax=None, hue: str = "label", title: str | N
         return ax
     data = df.dropna(subset=[y]).assign(kstep=lambda d: d["step"] / 1000)
     labels = list(dict.fromkeys(data[hue]))
+    absent = [lab for lab in dict.fromkeys(df[hue]) if lab not in labels]
+    if absent:  # a method in the legend with no line here says why
+        why = "no experience review" if y.startswith("review") else "not logged"
+        ax.text(0.98, 0.96, textwrap.fill(f"{why}: " + ", ".join(method_name(str(lab)) for lab in absent), 40),
+                transform=ax.transAxes, ha="right", va="top", fontsize=8, color="0.3")
     names = names or legend_names(data, hue)
     colors = colors or palette(labels)
     if y.endswith("density"):  # a dense method is a flat line at 1.0 that would hide the others

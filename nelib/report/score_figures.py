@@ -10,6 +10,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.ticker import MaxNLocator
 
 from nelib.report.plotting import caption, method_color, method_name
 from nelib.report.scoring import IQM_MIN_RUNS
@@ -50,11 +51,13 @@ def interval_plot(agg: pd.DataFrame, metrics_order: Sequence[str] = ("IQM", "mea
         ax.set_ylim(len(labels) - 0.5, -0.5)
         ax.set_title(m + (" (lower is better)" if m == "optimality gap" else ""))
         ax.set_xlabel(f"{base}-normalised score")
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
     fig.tight_layout()
     text = (f"Each run's final return (mean of its last 3 evaluations) divided by {base}'s mean final return on "
             f"the same task. Tick: point estimate; bar: 95% stratified-bootstrap CI over seeds (rliable). IQM: "
             f"mean of the middle 50% of the runs; optimality gap: mean shortfall below {base}'s level (1.0). "
-            f"Dashed: {base}'s level (IQM, mean) and no shortfall (gap).")
+            f"Dashed: 1.0, {base}'s mean final return (IQM, mean), and 0, no shortfall (gap). A bar too short to "
+            f"see is an interval of zero width: one seed, or (gap) no run below {base}'s level.")
     if dropped:
         text += (f" No IQM panel: with fewer than {IQM_MIN_RUNS} runs per method the IQM trims nothing and "
                  "equals the mean.")
