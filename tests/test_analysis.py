@@ -283,6 +283,16 @@ def test_difference_and_its_verdict():
     assert verdicts.absent_note(scores, ["a", "c"]).startswith("No usable runs of `c`")
 
 
+def test_rank_test_counts_pairs_and_gives_the_exact_p_value():
+    scores = pd.DataFrame({"task": "T", "label": ["a"] * 3 + ["b"] * 3, "seed": [0, 1, 2] * 2,
+                           "score": [10.0, 11.0, 2.5, 1.0, 2.0, 3.0]})
+    r = scoring.rank_test(scores, "a", "b").iloc[0]
+    assert (r.wins, r.pairs) == (8.0, 9)  # 2.5 loses only to 3.0
+    assert r.p == pytest.approx(2 / 20)  # of the 20 equally likely splits, 2 have U >= 8
+    assert scoring.rank_test(scores, "b", "a").iloc[0].wins == 1.0
+    assert scoring.rank_test(scores, "a", "c").empty
+
+
 def test_bootstrap_intervals_are_the_same_on_every_call_with_enough_seeds():
     # rliable resamples from numpy's global generator: with 5 seeds (unlike 2) a stray global state would show
     rng = np.random.default_rng(3)
