@@ -8,12 +8,14 @@ networks the hot path is plain TD3.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from nelib.agents.base import SparseAgent, SparsityConfig, last_relu, summed_counts
 from nelib.agents.networks import Actor, TwinCritic
@@ -88,6 +90,21 @@ def td_target(rew: torch.Tensor, not_done: torch.Tensor, tq1: torch.Tensor, tq2:
               gamma: float) -> torch.Tensor:
     """Clipped double-Q target: ``r + gamma * not_done * min(Q1', Q2')``."""
     return rew + not_done * gamma * torch.min(tq1, tq2)
+
+
+@contextlib.contextmanager
+def frozen(net: nn.Module):
+    """Within the block no parameter of ``net`` collects a gradient; on leaving, each gets back its own
+    ``requires_grad`` (a frozen part, such as Plasticity Injection's old network, stays frozen). Gradients
+    flowing through ``net`` to its inputs are unchanged, bit for bit."""
+    params = [p for p in net.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield net
+    finally:
+        for p in params:
+            p.requires_grad_(True)
 
 
 def twin_critic_loss(q1: torch.Tensor, q2: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -178,11 +195,12 @@ class TD3(SparseAgent):
         if self.updates % cfg.policy_delay == 0:
             self.actor_updates += 1
             self._watch("actor", self.actor_updates)
-            with self._autocast():
-                q = self.critic.q1_value(obs, self.actor(obs))
-            actor_loss = -q.mean()  # deterministic policy gradient
-            self.actor_opt.zero_grad(set_to_none=True)
-            actor_loss.backward()
+            with frozen(self.critic):  # the critic's gradient here would be discarded: skip computing it
+                with self._autocast():
+                    q = self.critic.q1_value(obs, self.actor(obs))
+                actor_loss = -q.mean()  # deterministic policy gradient
+                self.actor_opt.zero_grad(set_to_none=True)
+                actor_loss.backward()
             counts.append(self._optimizer_step("actor", self.actor_updates, (obs,)))
             with torch.no_grad():
                 soft_update_(self._target, self._online, cfg.tau)
