@@ -214,6 +214,12 @@ def test_a_method_without_values_is_named_instead_of_silently_missing():
     assert len([line for line in review.get_lines() if len(line.get_xdata())]) == 1  # ReDo only
     assert not ret.texts  # both methods drawn
     plt.close("all")
+    (empty,) = curves.curve_grid(df.assign(review_share=np.nan), ["review_share"]).axes
+    no_review = f"{curves.label_of('review_share')}:\nno experience review in these runs"
+    assert [t.get_text() for t in empty.texts] == [no_review]
+    (missing,) = curves.curve_grid(df, ["critic_fau"]).axes
+    assert [t.get_text() for t in missing.texts] == [f"{curves.label_of('critic_fau')}:\nnot logged in these runs"]
+    plt.close("all")
 
 
 def test_redo_recycles_are_marked_from_the_config():

@@ -157,8 +157,9 @@ def curves(df: pd.DataFrame, y: str, ax=None, hue: str = "label", title: str | N
     if random_start:
         ax.axvspan(0, random_start / 1000, color=RANDOM_START_COLOR, lw=0, zorder=0,
                    label=RANDOM_START_LABEL)
+    why = "no experience review" if y.startswith("review") else "not logged"  # why a method has no line
     if y not in df.columns or df[y].isna().all():  # e.g. a metric added after these runs were made
-        ax.text(0.5, 0.5, f"{label_of(y)}:\nnot logged in these runs", ha="center", va="center",
+        ax.text(0.5, 0.5, f"{label_of(y)}:\n{why} in these runs", ha="center", va="center",
                 transform=ax.transAxes)
         ax.set_xlabel(xlabel)
         return ax
@@ -166,7 +167,6 @@ def curves(df: pd.DataFrame, y: str, ax=None, hue: str = "label", title: str | N
     labels = list(dict.fromkeys(data[hue]))
     absent = [lab for lab in dict.fromkeys(df[hue]) if lab not in labels]
     if absent:  # a method in the legend with no line here says why
-        why = "no experience review" if y.startswith("review") else "not logged"
         ax.text(0.98, 0.96, textwrap.fill(f"{why}: " + ", ".join(method_name(str(lab)) for lab in absent), 40),
                 transform=ax.transAxes, ha="right", va="top", fontsize=8, color="0.3")
     names = names or legend_names(data, hue)
