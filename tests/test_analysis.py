@@ -312,3 +312,8 @@ def test_bootstrap_intervals_are_the_same_on_every_call_with_enough_seeds():
     assert not first.equals(scoring.aggregate(scores, reps=300, seed=1))
     poi = scoring.probability_of_improvement(scores, "ne", ["td3"], reps=300, seed=0)
     pd.testing.assert_frame_equal(poi, scoring.probability_of_improvement(scores, "ne", ["td3"], reps=300, seed=0))
+
+
+def test_axis_labels_wrap_between_words_but_keep_a_no_break_group_whole():
+    assert plotting.axis_label("pruned") == "connections pruned per\nevaluation window\n(actor\u00a0+\u00a0critic)"
+    assert plotting.axis_label("critic_dormant_0.1", width=20) == "critic: share of\ndormant units (ReDo\nscore <= 0.1)"

@@ -90,8 +90,8 @@ METRIC_LABELS: dict[str, str] = {
     "critic_density": "critic density (share of weights present)",
     "actor_density": "actor density (share of weights present)",
     "critic_fau": "critic FAU",
-    "grown": "connections grown per evaluation window (actor + critic)",
-    "pruned": "connections pruned per evaluation window (actor + critic)",
+    "grown": "connections grown per evaluation window (actor\u00a0+\u00a0critic)",
+    "pruned": "connections pruned per evaluation window (actor\u00a0+\u00a0critic)",
     "review_share": "review strength (mean per evaluation window)",
     "review_rate": "fluctuation rate of the critic's dormant ratio",
     "review_threshold": "dynamic threshold",
@@ -155,7 +155,7 @@ def label_of(col: str) -> str:
 
 
 def axis_label(col: str, width: int = 28) -> str:
-    """:func:`label_of`, wrapped to fit beside a panel."""
+    """:func:`label_of`, wrapped to fit beside a panel (never inside a group joined by no-break spaces)."""
     return textwrap.fill(label_of(col), width)
 
 
